@@ -1,0 +1,72 @@
+"""Atomic artifact writes: write to a temporary file in the same folder, fsync, rename.
+
+A writer killed at any point leaves either the previous file or the complete new one, never
+a truncated artifact. Every stage writes through these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path next to ``path``; on success rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict]) -> None:
+    lines = []
+    for rec in records:
+        obj = rec.model_dump(mode="json") if isinstance(rec, BaseModel) else rec
+        lines.append(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=_jsonable))
+    write_text(path, "".join(line + "\n" for line in lines))
+
+
+def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
+    """Atomically write ``path`` with a function that writes a file at the path it is given
+    (e.g. ``lambda p: df.to_parquet(p)``)."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def _jsonable(obj):
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")

@@ -1,0 +1,41 @@
+"""`prunescope`: the command line. Each subcommand lives in a module of this package that
+defines ``register(subparsers)``; it parses arguments and calls one documented Python
+function, importing heavy libraries only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import harness.cli as cli_package
+from harness.errors import PrunescopeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prunescope",
+        description="What else does pruning do to your LLM? Prune, generate, score, annotate, report.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for info in sorted(pkgutil.iter_modules(cli_package.__path__), key=lambda m: m.name):
+        if info.name != "main":
+            importlib.import_module(f"harness.cli.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except PrunescopeError as exc:
+        print(f"prunescope {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The study config: pydantic models loaded from YAML.
+
+The grid is models x (dense + prune specs) x tasks x prompts. Every error names the file and
+the field, e.g. ``study.yaml: prune[0].sparsity: sparsity must be in [0, 1) (got 1.5)``.
+Relative paths are resolved against the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import PrunescopeError
+from harness.pruning.spec import CalibrationSpec, OWLSpec, PruneSpec
+
+
+class ConfigError(PrunescopeError):
+    """A study config that cannot be used; the message names the file and the field."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(Section):
+    """A dense model: a local ``path`` or a hub ``hub_id`` with a pinned ``revision``."""
+
+    name: str
+    path: Path | None = None
+    hub_id: str | None = None
+    revision: str | None = None
+    chat_family: Literal["auto", "none", "llama", "opt-iml"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.hub_id is None):
+            raise ValueError("give exactly one of 'path' or 'hub_id'")
+        if self.hub_id is not None and self.revision is None:
+            raise ValueError("a hub model needs a pinned 'revision' (a commit hash or tag)")
+        return self
+
+
+class TaskConfig(Section):
+    """A task from the registry, optionally with a local data file and field overrides."""
+
+    name: str
+    data: Path | None = None
+    split: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+    sample_seed: int | None = None  # None: the first `limit` records; else a seeded sample
+    fields: dict[str, str] = Field(default_factory=dict)  # e.g. {"document": "article"}
+    on_bad_record: Literal["error", "skip"] = "error"
+
+
+class EngineOptions(Section):
+    """Passed through to vLLM (and, where they apply, to transformers)."""
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    enforce_eager: bool = False
+
+
+class GenerationConfig(Section):
+    backend: Literal["vllm", "hf"] = "vllm"
+    max_new_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0)  # 0 = greedy
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    seed: int = 0
+    batch_size: int = Field(default=8, ge=1)  # transformers backend only
+    engine: EngineOptions = Field(default_factory=EngineOptions)
+    templates: dict[str, str] = Field(default_factory=dict)  # custom prompt id -> instruction
+
+
+class ScoringConfig(Section):
+    metrics: list[Literal["harim", "summac_zs", "summac_conv", "rouge", "overlap", "bertscore"]] = [
+        "harim", "summac_zs", "summac_conv", "rouge", "overlap",
+    ]
+    harim_model: str = "facebook/bart-large-cnn"
+    nli_model: str = "tals/albert-xlarge-vitaminc-mnli"
+    summac_conv_weights: Path | None = None
+    bertscore_model: str | None = None
+    batch_size: int = Field(default=16, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: str = "auto"
+
+
+class PerplexityConfig(Section):
+    text: Path | None = None  # None: the documents of the first task
+    seqlen: int = Field(default=512, ge=2)
+    max_windows: int | None = Field(default=64, ge=1)
+
+
+class AnalysisConfig(Section):
+    risk: str = "mean_risk"
+    bootstrap: int = Field(default=1000, ge=100)
+    seed: int = 0
+
+
+class StudyConfig(Section):
+    name: str
+    out: Path | None = None
+    models: list[ModelConfig] = Field(min_length=1)
+    prune: list[PruneSpec] = Field(default_factory=list)
+    tasks: list[TaskConfig] = Field(min_length=1)
+    prompts: list[str] = ["A"]
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    perplexity: PerplexityConfig = Field(default_factory=PerplexityConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    executor: Literal["local", "ray"] = "local"
+    num_gpus_per_cell: float = Field(default=0, ge=0)
+    keep_checkpoints: bool = True
+    allow_downloads: bool = False  # hub downloads happen only when true and HF_HUB_OFFLINE unset
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        for kind, names in (("models", [m.name for m in self.models]),
+                            ("tasks", [t.name for t in self.tasks])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{kind}: names must be unique (got {names})")
+        return self
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read, validate and resolve a study YAML; raise ConfigError naming file and field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of study settings at the top level")
+    return parse_study(raw, source=path, base=path.parent)
+
+
+def parse_study(raw: dict, source: str | Path = "<study>", base: Path = Path(".")) -> StudyConfig:
+    """Validate a study given as a dict (e.g. built in a notebook)."""
+    try:
+        study = StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    return _resolve_paths(study, Path(base), source)
+
+
+def _describe(exc: ValidationError, source) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+        msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        named = re.match(r"(\w+(?:\.\w+)?) (?:must|needs|cannot)", msg)
+        if named and not loc.endswith(named.group(1)):  # a dataclass check naming its field
+            loc = f"{loc}.{named.group(1)}"
+        lines.append(f"{source}: {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(study: StudyConfig, base: Path, source) -> StudyConfig:
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    for i, model in enumerate(study.models):
+        if model.path is not None:
+            model.path = resolve(model.path)
+            if not model.path.exists():
+                raise ConfigError(f"{source}: models[{i}].path: no such directory: {model.path}")
+    for task in study.tasks:
+        task.data = resolve(task.data)
+    study.scoring.summac_conv_weights = resolve(study.scoring.summac_conv_weights)
+    study.perplexity.text = resolve(study.perplexity.text)
+    study.out = resolve(study.out)
+    return study
+
+
+__all__ = [
+    "AnalysisConfig", "CalibrationSpec", "ConfigError", "EngineOptions", "GenerationConfig",
+    "ModelConfig", "OWLSpec", "PerplexityConfig", "PruneSpec", "ScoringConfig", "StudyConfig",
+    "TaskConfig", "load_study", "parse_study",
+]

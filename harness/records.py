@@ -1,0 +1,83 @@
+"""Typed artifact records: each stage's output is defined once here and read everywhere.
+
+Result records hold results only. Timings, host names and absolute paths go to the run
+manifest or to a cell's ``*.meta.json``, so two runs of the same study compare equal.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class Record(BaseModel):
+    """Base of every artifact record: frozen, strict about unknown fields, versioned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: int = SCHEMA_VERSION
+
+
+class ModelIdentity(Record):
+    """What a generation or checkpoint came from. ``checkpoint_hash`` is a content hash of the
+    weight/config/tokenizer files, so two local checkpoints never share a cache entry."""
+
+    name: str
+    source: str  # a hub id or a path relative to the run directory, never an absolute path
+    revision: str | None = None
+    checkpoint_hash: str
+
+
+class PruneSpecInfo(Record):
+    """The pruning that produced a system. ``method == "dense"`` is the unpruned baseline."""
+
+    method: Literal["dense", "magnitude", "wanda", "sparsegpt"] = "dense"
+    sparsity: float = 0.0
+    structure: str = "unstructured"  # "unstructured" or "N:M", e.g. "2:4"
+    owl: bool = False
+
+    @property
+    def label(self) -> str:
+        """Short system label used in tables, e.g. ``wanda-2:4`` or ``sparsegpt-0.5``."""
+        if self.method == "dense":
+            return "dense"
+        amount = self.structure if self.structure != "unstructured" else f"{self.sparsity:g}"
+        return f"{self.method}{'-owl' if self.owl else ''}-{amount}"
+
+
+class CellInfo(Record):
+    """One cell of a study grid: a checkpoint (model x prune spec) on one task and prompt."""
+
+    key: str
+    model: str
+    prune: PruneSpecInfo = Field(default_factory=PruneSpecInfo)
+    task: str
+    prompt: str
+    baseline_key: str | None = None  # the dense cell with the same model, task and prompt
+
+    @property
+    def system(self) -> str:
+        return f"{self.model}/{self.prune.label}"
+
+
+class GenerationRecord(Record):
+    """One generated summary: a line of ``generations/<cell-key>.jsonl``.
+
+    Identical documents under different ids are generated once; each id still gets its own
+    record and ``duplicate_of`` names the id whose generation it shares."""
+
+    doc_id: str
+    prompt_id: str
+    prompt_hash: str
+    text: str
+    output_token_ids: list[int]
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: str  # "stop" or "length"
+    truncated: bool  # the document was cut by tokens to fit the model's context
+    backend: Literal["vllm", "hf"]
+    model: ModelIdentity
+    sampling: dict
+    duplicate_of: str | None = None

@@ -1,0 +1,201 @@
+"""Foundation: tiny models, config errors, atomic writes, the run lock, cell keys."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from harness import atomic
+from harness.config import ConfigError, load_study
+from harness.hashing import content_key, hash_checkpoint
+from harness.store import RunLockedError, RunStore
+from harness.tiny_models import CAUSAL_FAMILIES, HEADS, HIDDEN, OUTLIER_CHANNELS
+
+PROMPTS = ["The city council met on Tuesday to approve", "Scientists reported that the river"]
+
+
+@pytest.mark.parametrize("family", CAUSAL_FAMILIES)
+def test_tiny_causal_lms_load_offline_and_generate(tiny, family):
+    path = tiny(family)
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.hidden_size // model.config.num_attention_heads == HIDDEN // HEADS >= 32
+    ids = tok(PROMPTS[0], return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > ids.shape[1]
+
+
+def test_tiny_models_have_outlier_channels(llama_path):
+    model = transformers.AutoModelForCausalLM.from_pretrained(llama_path)
+    gain = model.model.layers[0].input_layernorm.weight
+    others = [i for i in range(HIDDEN) if i not in OUTLIER_CHANNELS]
+    assert gain[list(OUTLIER_CHANNELS)].abs().min() > 5 * gain[others].abs().max()
+
+
+def test_tiny_scorers_load(bart_path, nli_path):
+    bart = transformers.AutoModelForSeq2SeqLM.from_pretrained(bart_path)
+    btok = transformers.AutoTokenizer.from_pretrained(bart_path)
+    assert btok("").input_ids == [btok.bos_token_id, btok.eos_token_id]  # BART's empty source
+    assert bart.config.is_encoder_decoder
+    nli = transformers.AutoModelForSequenceClassification.from_pretrained(nli_path)
+    ntok = transformers.AutoTokenizer.from_pretrained(nli_path)
+    assert nli.config.id2label == {0: "SUPPORTS", 1: "REFUTES", 2: "NOT ENOUGH INFO"}
+    enc = ntok(["A storm came."], ["Power lines were damaged."], return_tensors="pt")
+    assert enc["token_type_ids"][0].tolist().count(1) > 0
+    probs = nli(**enc).logits.softmax(-1)
+    assert torch.allclose(probs.sum(-1), torch.ones(1))
+
+
+def test_tiny_models_are_deterministic(tmp_path):
+    from harness.tiny_models import build
+
+    a, b = build("llama", tmp_path / "a"), build("llama", tmp_path / "b")
+    assert hash_checkpoint(a) == hash_checkpoint(b)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_vllm_greedy_ids_equal_transformers(tiny, vllm_engine, family):
+    from vllm import SamplingParams
+
+    path = tiny(family)
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path)
+    outs = vllm_engine(path).generate(PROMPTS, SamplingParams(temperature=0, max_tokens=24))
+    for prompt, out in zip(PROMPTS, outs):
+        ids = tok(prompt, return_tensors="pt").input_ids
+        assert list(out.prompt_token_ids) == ids[0].tolist()
+        ref = model.generate(ids, max_new_tokens=24, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert list(out.outputs[0].token_ids) == ref[0, ids.shape[1]:].tolist()
+
+
+# --- config -------------------------------------------------------------------------------
+
+def _write_study(tmp_path, body: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def _study(model_dir, extra: str = "", prune: str = "[]") -> str:
+    return f"""
+    name: s
+    models: [{{name: m, path: {model_dir}}}]
+    prune: {prune}
+    tasks: [{{name: demo}}]
+    {extra}
+    """
+
+
+def test_valid_study_loads(tmp_path, llama_path):
+    study = load_study(_write_study(tmp_path, _study(llama_path, prune="[{method: wanda, structure: '2:4'}]")))
+    assert study.prune[0].sparsity == 0.5 and study.prune[0].nm == (2, 4)
+    assert study.models[0].path == llama_path
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ("extra", "colour: red"),
+        ("prune", "[{method: wanda, sparsity: 1.5}]"),
+        ("path", None),
+    ],
+)
+def test_config_errors_name_file_and_field(tmp_path, llama_path, body, field):
+    if body == "extra":
+        text, expect = _study(llama_path, extra=field), "colour: unknown key"
+    elif body == "prune":
+        text, expect = _study(llama_path, prune=field), "prune[0].sparsity: sparsity must be in [0, 1) (got 1.5)"
+    else:
+        text, expect = _study(tmp_path / "nowhere"), "models[0].path: no such directory"
+    path = _write_study(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_study(path)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"{path}: ") and expect in message
+
+
+# --- atomic writes, lock, keys --------------------------------------------------------------
+
+def _slow_writer(path: str) -> None:
+    def chunks(tmp):
+        with open(tmp, "w") as fh:
+            fh.write("partial ")
+            fh.flush()
+            time.sleep(60)
+            fh.write("complete")
+
+    atomic.write_with(path, chunks)
+
+
+def test_writer_killed_mid_write_leaves_no_corrupt_artifact(tmp_path):
+    target = tmp_path / "artifact.txt"
+    atomic.write_text(target, "old complete")
+    proc = multiprocessing.get_context("fork").Process(target=_slow_writer, args=(str(target),))
+    proc.start()
+    deadline = time.time() + 10
+    while not any(p.name.startswith(".artifact.txt.") for p in tmp_path.iterdir()):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert target.read_text() == "old complete"
+
+
+def test_second_run_on_locked_directory_is_refused_and_lock_dies_with_holder(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys,time; from harness.store import RunStore\n"
+         "with RunStore(sys.argv[1]).lock():\n print('locked', flush=True); time.sleep(60)",
+         str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+        with RunStore(tmp_path).lock():
+            pass
+    holder.kill()
+    holder.wait()
+    with RunStore(tmp_path).lock():  # released by the kernel when the holder died
+        pass
+
+
+def test_content_keys_and_checkpoint_hashes(tmp_path, llama_path):
+    assert content_key({"a": 1, "b": [1, 2]}) == content_key({"b": [1, 2], "a": 1})
+    assert content_key({"a": 1}) != content_key({"a": 2})
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(llama_path, copy)
+    assert hash_checkpoint(copy) == hash_checkpoint(llama_path)
+    (copy / "sparsity.json").write_text("{}")  # a report about the model is not the model
+    assert hash_checkpoint(copy) == hash_checkpoint(llama_path)
+    with open(copy / "model.safetensors", "r+b") as fh:
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    assert hash_checkpoint(copy) != hash_checkpoint(llama_path)
+
+
+def test_manifest_records_provenance_and_stage_status(tmp_path):
+    from harness.store import provenance
+
+    store = RunStore(tmp_path)
+    store.update_manifest(provenance=provenance({"torch": 0}))
+    store.record_stage("abc", "generate", "done", seconds=1.5)
+    manifest = store.read_manifest()
+    assert manifest["provenance"]["packages"]["torch"] == torch.__version__.split("+")[0] or \
+        manifest["provenance"]["packages"]["torch"].startswith("2.")
+    assert manifest["cells"]["abc"]["generate"]["status"] == "done"
