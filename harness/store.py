@@ -3,7 +3,9 @@
 ```
 runs/<study>/
   study.yaml  manifest.json  run.log
-  checkpoints/<model>/<prune-key>/      HF checkpoint + sparsity.json
+  cells/<cell-key>.json                 CellInfo: model, prune spec, task, prompt, baseline key
+  checkpoints/<model>/<prune-key>/      HF checkpoint + sparsity.json, identity.json,
+                                        perplexity.json (the dense one: reports only)
   generations/<cell-key>.jsonl          GenerationRecord per document (+ .meta.json: timing)
   scores/<cell-key>.parquet             a row per document, CellInfo + provenance in metadata
   annotation/<batch-id>/                export files, key/, imports/
@@ -55,6 +57,10 @@ class RunStore:
     @property
     def log_path(self) -> Path:
         return self.root / "run.log"
+
+    def cell_path(self, cell_key: str) -> Path:
+        """The cell's CellInfo (model, prune spec, task, prompt, baseline key)."""
+        return self.root / "cells" / f"{cell_key}.json"
 
     def checkpoint_dir(self, model: str, prune_key: str) -> Path:
         return self.root / "checkpoints" / model / prune_key
