@@ -1,0 +1,92 @@
+"""What a study will do (``--dry-run``) and what a run directory holds (``prunescope status``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.config import StudyConfig
+from harness.runner.plan import plan_study
+from harness.runner.study import run_dir_for
+from harness.store import RunStore
+
+_BYTES_PER_GENERATION = 2_000  # one JSONL record with token ids, generous
+
+
+@dataclass
+class CellRow:
+    key: str
+    system: str
+    task: str
+    prompt: str
+    prune: str
+    generate: str
+    score: str
+    seconds: float
+    error: str = ""
+
+
+def dry_run(study: StudyConfig, out: str | Path | None = None, limit: int | None = None) -> tuple[list[CellRow], int]:
+    """Every cell with its cached state, and an estimate of the bytes still to be written."""
+    store = RunStore(run_dir_for(study, out))
+    plan = plan_study(study, limit)
+    manifest = store.read_manifest()
+    rows = [_row(store, cell.info, manifest) for cell in plan.cells]
+    estimate = 0
+    for job in plan.checkpoints:
+        if job.spec is not None and not (store.checkpoint_dir(job.model, job.folder) / ".job-key").exists():
+            estimate += _weight_bytes(job.dense_dir)
+    for cell in plan.cells:
+        if not store.generation_path(cell.info.key).exists():
+            estimate += _BYTES_PER_GENERATION * len(plan.tasks[cell.info.task].records)
+    return rows, estimate
+
+
+def run_status(run_dir: str | Path) -> list[CellRow]:
+    """Each cell of a run directory with its stages' states, seconds and last error."""
+    store = RunStore(run_dir)
+    if not (store.root / "cells").is_dir():
+        from harness.errors import PrunescopeError
+
+        raise PrunescopeError(f"{store.root}: not a prunescope run directory (no cells/ folder)")
+    from harness.records import CellInfo
+
+    manifest = store.read_manifest()
+    cells = [CellInfo.model_validate_json(p.read_text()) for p in sorted((store.root / "cells").glob("*.json"))]
+    return [_row(store, info, manifest) for info in cells]
+
+
+def format_rows(rows: list[CellRow]) -> str:
+    header = ("cell", "system", "task", "prompt", "prune", "generate", "score", "seconds", "error")
+    table = [header] + [(r.key, r.system, r.task, r.prompt, r.prune, r.generate, r.score,
+                         f"{r.seconds:.1f}", r.error[:60]) for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in table)
+
+
+def _row(store: RunStore, info, manifest: dict) -> CellRow:
+    stages = manifest.get("cells", {}).get(info.key, {})
+    on_disk = {"generate": store.generation_path(info.key).exists(),
+               "score": store.score_path(info.key).exists()}
+
+    def state(stage: str) -> str:
+        status = stages.get(stage, {}).get("status")
+        if status in ("failed", "blocked"):
+            return status
+        if stage in on_disk:
+            return "done" if on_disk[stage] else "pending"
+        return status or "pending"
+
+    errors = [s.get("error", "") for s in stages.values() if s.get("status") in ("failed", "blocked")]
+    seconds = sum(float(s.get("seconds", 0)) for s in stages.values())
+    return CellRow(info.key, info.system, info.task, info.prompt, state("prune"),
+                   state("generate"), state("score"), seconds, errors[0] if errors else "")
+
+
+def _weight_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in Path(directory).glob("*.safetensors"))
+
+
+def rows_as_json(rows: list[CellRow]) -> str:
+    return json.dumps([r.__dict__ for r in rows], indent=2)

@@ -1,0 +1,121 @@
+"""Run a study: plan the grid, run its stages with an executor, then write the report.
+
+``run_study`` is what ``prunescope run`` calls; it holds the run directory's lock for the
+whole run, records every stage of every cell in ``manifest.json`` (status, seconds, error
+and traceback) and logs to ``run.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from harness import atomic
+from harness.config import StudyConfig, load_study
+from harness.runner import stages
+from harness.runner.executors import EXECUTORS, STAGES, Outcome
+from harness.runner.plan import StudyPlan, plan_study, scorer_key
+from harness.store import RunStore, provenance
+
+log = logging.getLogger("prunescope")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    outcomes: list[Outcome] = field(default_factory=list)
+    report: Path | None = None
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status in ("failed", "blocked")]
+
+
+def run_dir_for(study: StudyConfig, out: str | Path | None = None) -> Path:
+    return Path(out or study.out or Path("runs") / study.name)
+
+
+def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
+              limit: int | None = None, stage: str | None = None, executor: str | None = None,
+              isolate: bool = True, show_progress: bool = True) -> RunResult:
+    """Run (or resume) a study; complete cells are skipped, failed cells reported.
+
+    ``stage`` runs one of ``prune``, ``generate``, ``score``, ``report`` alone;
+    ``isolate=False`` keeps vLLM in this process (tests, notebooks)."""
+    if not isinstance(study, StudyConfig):
+        study = load_study(study)
+    if stage is not None and stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)} (got {stage!r})")
+    store = RunStore(run_dir_for(study, out))
+    result = RunResult(store.root)
+    with store.lock():
+        handler = _log_to(store.log_path)
+        try:
+            _run_locked(store, study, result, limit, stage, executor or study.executor,
+                        isolate, show_progress)
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+    return result
+
+
+def _run_locked(store, study, result, limit, stage, executor, isolate, show_progress):
+    atomic.write_text(store.study_yaml, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    store.update_manifest(provenance=provenance({"generation": study.generation.seed,
+                                                 "analysis": study.analysis.seed}))
+    plan = plan_study(study, limit)
+    store.update_manifest(skipped_records=plan.skipped_records)
+    stages.write_cell_files(store, plan.cells)
+    log.info("study %s: %d checkpoints, %d cells -> %s", study.name, len(plan.checkpoints),
+             len(plan.cells), store.root)
+
+    def record(outcome: Outcome) -> None:
+        result.outcomes.append(outcome)
+        store.record_stage(outcome.key, outcome.stage, outcome.status, seconds=outcome.seconds,
+                           **outcome.details)
+        level = logging.ERROR if outcome.status in ("failed", "blocked") else logging.INFO
+        log.log(level, "%s %s %s %s", outcome.key, outcome.stage, outcome.status,
+                outcome.details.get("error", ""))
+
+    if stage != "report":
+        with _progress(len(plan.cells), f"{study.name} cells", show_progress) as bar:
+            EXECUTORS[executor](store, plan, study, perplexity_text=_perplexity_text(study, plan),
+                                scorer_key=scorer_key(study), only=stage, isolate=isolate,
+                                record=record, progress=bar.update)
+    if stage in (None, "report"):
+        try:
+            from analysis.report import write_report
+
+            result.report = write_report(store.root)
+        except Exception as exc:  # noqa: BLE001 - the cells' results stay; the report can be rerun
+            record(Outcome("study", "report", "failed", details={
+                "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}))
+
+
+def _perplexity_text(study: StudyConfig, plan: StudyPlan) -> str:
+    if study.perplexity.text is not None:
+        return Path(study.perplexity.text).read_text(encoding="utf-8")
+    first = plan.tasks[study.tasks[0].name]
+    return "\n\n".join(dict.fromkeys(r.document for r in first.records))
+
+
+def _log_to(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="cell", disable=not enabled)

@@ -1,0 +1,176 @@
+"""The study runner: resume after kill -9, partial recomputation, failures, Ray, vLLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from harness.config import parse_study
+from harness.runner.status import dry_run, run_status
+from harness.runner.study import run_study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def study_dict(out: Path, llama: Path, bart: Path, nli: Path, backend="hf", prune=None, docs=4):
+    calibration = {"source": "task:demo", "nsamples": 4, "seqlen": 64, "seed": 0}
+    if prune is None:
+        prune = [{"method": "magnitude", "sparsity": 0.5}, {"method": "wanda", "structure": "2:4"}]
+    return {
+        "name": "t",
+        "out": str(out),
+        "models": [{"name": "tiny", "path": str(llama), "dtype": "float32"}],
+        "prune": [{**p, "calibration": calibration} for p in prune],
+        "tasks": [{"name": "demo", "limit": docs}],
+        "prompts": ["A"],
+        "generation": {"backend": backend, "max_new_tokens": 8,
+                       "engine": {"max_model_len": 1024, "dtype": "float32", "enforce_eager": True}},
+        "scoring": {"metrics": ["harim", "summac_zs", "rouge", "overlap"],
+                    "harim_model": str(bart), "nli_model": str(nli)},
+        "perplexity": {"seqlen": 64, "max_windows": 4},
+    }
+
+
+@pytest.fixture
+def make_study(tmp_path, llama_path, bart_path, nli_path):
+    def make(name="run", **kwargs):
+        raw = study_dict(tmp_path / name, llama_path, bart_path, nli_path, **kwargs)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path, raw
+
+    return make
+
+
+def results_of(run_dir: Path) -> dict:
+    """Every generation (ids and text) and every score of a run, keyed by cell and document."""
+    out = {}
+    for path in sorted((run_dir / "generations").glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            out[(path.stem, rec["doc_id"], "gen")] = (rec["output_token_ids"], rec["text"])
+    for path in sorted((run_dir / "scores").glob("*.parquet")):
+        frame = pd.read_parquet(path).set_index("doc_id").sort_index()
+        out[(path.stem, "scores")] = frame.round(10).to_dict()
+    return out
+
+
+def risk_ratios(run_dir: Path) -> pd.DataFrame:
+    from analysis.load import load_run
+    from analysis.risk import risk_ratios as compute
+
+    return compute(load_run(run_dir)).round(10)
+
+
+def test_killed_run_resumes_to_the_same_results(make_study):
+    path, raw = make_study("killed")
+    run_dir = Path(raw["out"])
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli.main", "run", str(path)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list((run_dir / "generations").glob("*.jsonl")):
+        assert proc.poll() is None and time.time() < deadline, "run ended before any generation"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-run: one cell generated, the rest not
+    proc.wait()
+    assert len(list((run_dir / "generations").glob("*.jsonl"))) < 3
+
+    resumed = run_study(path, show_progress=False)
+    assert not resumed.failed
+    assert resumed.count("cached") >= 1  # the finished generation was not redone
+
+    reference_path, _ = make_study("uninterrupted")
+    reference = run_study(reference_path, show_progress=False)
+    assert results_of(run_dir) == results_of(reference.run_dir)
+    pd.testing.assert_frame_equal(risk_ratios(run_dir), risk_ratios(reference.run_dir))
+
+
+def test_changing_one_prune_spec_recomputes_only_its_cells(make_study):
+    path, raw = make_study("change")
+    first = run_study(path, show_progress=False)
+    assert not first.failed and first.count("done") > 0
+    raw["prune"][0]["sparsity"] = 0.3  # magnitude 0.5 -> 0.3; dense and wanda 2:4 unchanged
+    path.write_text(yaml.safe_dump(raw))
+    second = run_study(path, show_progress=False)
+    redone = {(o.key, o.stage) for o in second.outcomes if o.status == "done"}
+    changed = {r.key for r in run_status(raw["out"]) if r.system.endswith("magnitude-0.3")}
+    assert {key for key, _ in redone} == changed
+    assert {stage for _, stage in redone} == {"prune", "generate", "score"}
+
+
+def test_failed_cell_is_reported_and_others_complete(make_study, tmp_path, capsys):
+    path, raw = make_study("fails", prune=[{"method": "magnitude", "sparsity": 0.5},
+                                           {"method": "wanda", "sparsity": 0.5}])
+    raw["prune"][1]["calibration"]["source"] = str(tmp_path / "missing-calibration.txt")
+    path.write_text(yaml.safe_dump(raw))
+    result = run_study(path, show_progress=False)
+    failed = {o.stage for o in result.failed}
+    assert failed == {"prune", "generate"}  # wanda's checkpoint failed; its cell is blocked
+    rows = {r.system.split("/")[1]: r for r in run_status(raw["out"])}
+    assert rows["wanda-0.5"].prune == "failed" and "missing-calibration" in rows["wanda-0.5"].error
+    assert rows["dense"].score == "done" and rows["magnitude-0.5"].score == "done"
+    manifest = json.loads((Path(raw["out"]) / "manifest.json").read_text())
+    wanda_key = rows["wanda-0.5"].key
+    assert "Traceback" in manifest["cells"][wanda_key]["prune"]["traceback"]
+
+    from harness.cli.main import main
+
+    assert main(["status", raw["out"]]) == 0
+    assert "failed" in capsys.readouterr().out
+
+
+def test_dry_run_lists_cells_and_cached_state(make_study):
+    path, raw = make_study("dry")
+    from harness.config import load_study
+
+    study = load_study(path)
+    rows, estimate = dry_run(study)
+    assert len(rows) == 3 and all(r.generate == "pending" for r in rows)
+    assert estimate > 0
+    run_study(study, show_progress=False)
+    rows, estimate = dry_run(study)
+    assert all(r.generate == "done" and r.score == "done" for r in rows) and estimate == 0
+
+
+def test_ray_executor_runs_a_two_cell_study(make_study):
+    pytest.importorskip("ray")
+    path, raw = make_study("ray", prune=[{"method": "magnitude", "sparsity": 0.5}], docs=2)
+    raw["executor"] = "ray"
+    result = run_study(parse_study(raw), show_progress=False)
+    import ray
+
+    ray.shutdown()
+    assert not result.failed
+    assert len(list(Path(raw["out"], "scores").glob("*.parquet"))) == 2
+
+
+@pytest.mark.vllm
+def test_end_to_end_through_vllm(make_study):
+    path, raw = make_study("vllm", backend="vllm", prune=[{"method": "sparsegpt", "structure": "2:4"}], docs=3)
+    result = run_study(path, isolate=False, show_progress=False)
+    assert not result.failed, result.failed
+    assert result.report is not None and result.report.exists()
+    gens = [json.loads(l) for p in Path(raw["out"], "generations").glob("*.jsonl")
+            for l in p.read_text().splitlines()]
+    assert {g["backend"] for g in gens} == {"vllm"} and len(gens) == 6
+
+
+def test_keep_checkpoints_false_drops_pruned_weights(make_study):
+    path, raw = make_study("drop", prune=[{"method": "magnitude", "sparsity": 0.5}], docs=2)
+    raw["keep_checkpoints"] = False
+    result = run_study(parse_study(raw), show_progress=False)
+    assert not result.failed
+    folder = Path(raw["out"], "checkpoints", "tiny", "magnitude-0.5")
+    assert not list(folder.glob("*.safetensors"))
+    assert (folder / "sparsity.json").exists() and (folder / "identity.json").exists()
+    again = run_study(parse_study(raw), show_progress=False)  # nothing to redo
+    assert again.count("done") == 0
