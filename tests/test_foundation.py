@@ -199,3 +199,12 @@ def test_manifest_records_provenance_and_stage_status(tmp_path):
     assert manifest["provenance"]["packages"]["torch"] == torch.__version__.split("+")[0] or \
         manifest["provenance"]["packages"]["torch"].startswith("2.")
     assert manifest["cells"]["abc"]["generate"]["status"] == "done"
+
+
+def test_cli_prints_config_errors_as_one_line(tmp_path, llama_path, capsys):
+    from harness.cli.main import main
+
+    path = _write_study(tmp_path, _study(llama_path, prune="[{method: wanda, sparsity: 1.5}]"))
+    assert main(["run", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "prune[0].sparsity" in err and str(path) in err

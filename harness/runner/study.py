@@ -8,6 +8,7 @@ and traceback) and logs to ``run.log``.
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 
 from harness import atomic
 from harness.config import StudyConfig, load_study
+from harness.models import downloads_allowed
 from harness.runner import stages
 from harness.runner.executors import EXECUTORS, STAGES, Outcome
 from harness.runner.plan import StudyPlan, plan_study, scorer_key
@@ -51,6 +53,8 @@ def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
     ``isolate=False`` keeps vLLM in this process (tests, notebooks)."""
     if not isinstance(study, StudyConfig):
         study = load_study(study)
+    if not downloads_allowed(study.allow_downloads):  # models and datasets: local files only
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     if stage is not None and stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)} (got {stage!r})")
     store = RunStore(run_dir_for(study, out))
