@@ -90,6 +90,11 @@ class ScoringConfig(Section):
     batch_size: int = Field(default=16, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
+    harim_source_tokens: int = Field(default=1024, ge=2)  # incl. BART's <s> and </s>
+    harim_summary_tokens: int = Field(default=110, ge=2)
+    nli_entailment_index: int | None = None  # None: from the NLI model's id2label
+    nli_contradiction_index: int | None = None
+    summac_zs_use_contradiction: bool = False  # ZS minus the max P(contradiction)
 
 
 class PerplexityConfig(Section):
@@ -99,7 +104,8 @@ class PerplexityConfig(Section):
 
 
 class AnalysisConfig(Section):
-    risk: str = "mean_risk"
+    risk: str = "mean_risk"  # a name in analysis.risk.DEFINITIONS
+    risk_threshold: float = Field(default=0.5, gt=0, lt=1)  # the "threshold" definition's cut
     bootstrap: int = Field(default=1000, ge=100)
     seed: int = 0
 

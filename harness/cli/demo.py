@@ -19,5 +19,5 @@ def run(args) -> int:
         print(f"demo finished with failures; see {result.run_dir}/run.log and `prunescope status {result.run_dir}`")
         return 1
     print(f"demo report: {result.report}")
-    print(f"             {result.report.with_suffix('.html')}")
+    print(f"             {result.report.with_name('report.md')}")
     return 0

@@ -1,0 +1,128 @@
+"""Report figures (matplotlib, Agg), each saved as PNG and SVG under the report's figures/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import RunData
+from analysis.risk import RISK_METRICS
+from analysis.sections import Figure
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_dir: Path, name: str, caption: str) -> Figure:
+    from harness import atomic
+
+    png, svg = out_dir / f"{name}.png", out_dir / f"{name}.svg"
+    atomic.write_with(png, lambda p: fig.savefig(p, format="png", dpi=120, bbox_inches="tight"))
+    atomic.write_with(svg, lambda p: fig.savefig(p, format="svg", bbox_inches="tight"))
+    _pyplot().close(fig)
+    return Figure(name, caption, png, svg)
+
+
+def _family(row) -> str:
+    """A line in the risk-vs-sparsity plot: one model and pruning method (N:M kept apart)."""
+    structure = "" if row["structure"] == "unstructured" else f" {row['structure']}"
+    return f"{row['model']} {row['method']}{'-owl' if row['owl'] else ''}{structure}"
+
+
+def risk_vs_sparsity(run: RunData, out_dir: Path) -> Figure | None:
+    """Mean per-document risk against sparsity; each line starts at its dense model."""
+    tidy = run.tidy
+    frames = []
+    for name, (column, invert) in RISK_METRICS.items():
+        rows = tidy[tidy["metric"] == column]
+        frames.append(rows.assign(metric=name, value=1 - rows["value"] if invert else rows["value"]))
+    risks = pd.concat(frames)
+    if risks.empty:
+        return None
+    means = risks.groupby(["task", "metric", "model", "method", "structure", "owl", "sparsity"],
+                          as_index=False)["value"].mean()
+    tasks, metrics = list(dict.fromkeys(means["task"])), [m for m in RISK_METRICS if m in set(means["metric"])]
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(tasks), len(metrics), figsize=(4 * len(metrics), 3 * len(tasks)),
+                             squeeze=False)
+    for i, task in enumerate(tasks):
+        for j, metric in enumerate(metrics):
+            ax = axes[i][j]
+            here = means[(means["task"] == task) & (means["metric"] == metric)]
+            dense = here[here["method"] == "dense"].set_index("model")["value"]
+            pruned = here[here["method"] != "dense"]
+            for family, line in pruned.groupby(pruned.apply(_family, axis=1)):
+                line = line.sort_values("sparsity")
+                model = line["model"].iloc[0]
+                x = ([0.0] if model in dense else []) + list(line["sparsity"])
+                y = ([dense[model]] if model in dense else []) + list(line["value"])
+                ax.plot(x, y, marker="o", label=family)
+            ax.set_title(f"{task}: {metric}", fontsize=9)
+            ax.set_xlabel("sparsity")
+            ax.set_ylabel("mean risk")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out_dir, "risk_vs_sparsity",
+                 "Mean hallucination risk per metric against sparsity, over each cell's scored "
+                 "documents (prompts averaged; sparsity 0: the dense model).")
+
+
+def ratio_vs_overlap(risk: pd.DataFrame, run: RunData, out_dir: Path,
+                     overlap: str = "rougeL_src") -> Figure | None:
+    """Risk ratio against the pruned system's lexical overlap with its sources."""
+    means = run.tidy[run.tidy["metric"] == overlap].groupby("cell")["value"].mean().rename("overlap")
+    data = risk.join(means, on="cell").dropna(subset=["ratio", "overlap"])
+    if data.empty:
+        return None
+    metrics = [m for m in RISK_METRICS if m in set(data["metric"])]
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for method, rows in data[data["metric"] == metric].groupby("method"):
+            ax.scatter(rows["overlap"], rows["ratio"], label=method)
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel(f"mean {overlap} (pruned)")
+        ax.set_ylabel("risk ratio")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out_dir, "ratio_vs_overlap",
+                 f"Risk ratio against the pruned system's mean {overlap} (lexical overlap with the source).")
+
+
+def ratios_with_ci(risk: pd.DataFrame, out_dir: Path) -> Figure | None:
+    """Per-dataset risk ratios with their bootstrap CIs as error bars."""
+    data = risk.dropna(subset=["ratio"])
+    if data.empty:
+        return None
+    metrics = [m for m in RISK_METRICS if m in set(data["metric"])]
+    tasks = list(dict.fromkeys(data["task"]))
+    systems = list(dict.fromkeys(data.sort_values(["model", "method", "sparsity"])["system"]))
+    width = 0.8 / len(tasks)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4, 0.6 * len(systems) + 2) * len(metrics), 3.6),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for k, task in enumerate(tasks):
+            rows = data[(data["metric"] == metric) & (data["task"] == task)].set_index("system").reindex(systems)
+            x = np.arange(len(systems)) + (k - (len(tasks) - 1) / 2) * width
+            err = np.vstack([rows["ratio"] - rows["ci_low"], rows["ci_high"] - rows["ratio"]])
+            ax.errorbar(x, rows["ratio"], yerr=np.nan_to_num(err), fmt="o", capsize=3, label=task)
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_xticks(np.arange(len(systems)), systems, rotation=45, ha="right", fontsize=7)
+        ax.set_title(metric, fontsize=9)
+        ax.set_ylabel("risk ratio (95% CI)")
+        ax.legend(fontsize=7, title="dataset", title_fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out_dir, "risk_ratios_ci",
+                 "Risk ratio per dataset, metric and pruned system with paired-bootstrap 95% CIs; "
+                 "the dashed line marks the dense baseline (1).")

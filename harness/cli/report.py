@@ -1,0 +1,26 @@
+"""`prunescope report RUN_DIR`: tables, figures and the Markdown/HTML/LaTeX report of a run."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="write report/ (Markdown, HTML, LaTeX, CSV, figures) for a run directory")
+    p.add_argument("run_dir", help="the run directory")
+    p.add_argument("--risk", default=None,
+                   help="risk-ratio definition: mean_risk, mean_score or threshold (default: the study's analysis.risk)")
+    p.add_argument("--threshold", type=float, default=None, help="risk threshold of the 'threshold' definition")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the study's)")
+    p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: the study's)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from analysis.report import write_report
+    from harness.errors import PrunescopeError
+
+    if not Path(args.run_dir).is_dir():
+        raise PrunescopeError(f"{args.run_dir}: no such run directory")
+    path = write_report(args.run_dir, args.risk, args.threshold, args.bootstrap, args.seed)
+    print(path.parent / "report.md")
+    print(path)
+    return 0
