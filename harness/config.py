@@ -132,6 +132,9 @@ class StudyConfig(Section):
                             ("tasks", [t.name for t in self.tasks])):
             if len(set(names)) != len(names):
                 raise ValueError(f"{kind}: names must be unique (got {names})")
+        if "summac_conv" in self.scoring.metrics and self.scoring.summac_conv_weights is None:
+            raise ValueError("scoring.summac_conv_weights must be given for the summac_conv metric "
+                             "(the released checkpoint or one from `prunescope train-summac-conv`)")
         return self
 
 
@@ -167,7 +170,7 @@ def _describe(exc: ValidationError, source) -> str:
             msg = "unknown key"
         named = re.match(r"(\w+(?:\.\w+)?) (?:must|needs|cannot)", msg)
         if named and not loc.endswith(named.group(1)):  # a dataclass check naming its field
-            loc = f"{loc}.{named.group(1)}"
+            loc = f"{loc}.{named.group(1)}".lstrip(".")
         lines.append(f"{source}: {loc or '(top level)'}: {msg}")
     return "\n".join(lines)
 

@@ -20,6 +20,8 @@ from harness.tiny_models import tiny_model
 
 DEMO_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
 SIMULATED_ANNOTATORS = ["simulated-1", "simulated-2"]
+DEMO_HEAD_NOTE = ("demo head: trained on the synthetic demo task's labelled pairs with the tiny "
+                  "NLI model; not the published SummaC-Conv")
 
 
 def demo_study(out: Path, documents: int = 30, backend: str = "vllm") -> StudyConfig:
@@ -54,7 +56,7 @@ def train_demo_head(study: StudyConfig) -> Path:
 
     pairs = weights.with_name("summac-conv-demo-pairs.jsonl")
     atomic.write_jsonl(pairs, labelled_pairs())
-    train_summac_conv(pairs, study.scoring.nli_model, weights, seed=0)
+    train_summac_conv(pairs, study.scoring.nli_model, weights, seed=0, note=DEMO_HEAD_NOTE)
     return weights
 
 

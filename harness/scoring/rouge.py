@@ -1,0 +1,25 @@
+"""ROUGE-1/2/L F1 with Google's `rouge-score` package (Porter stemming on, as in most
+summarization papers), against the reference and against the source."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+@lru_cache(maxsize=1)
+def _scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(TYPES), use_stemmer=True)
+
+
+def rouge_f1(summary: str, target: str | None) -> dict[str, float]:
+    """F1 per ROUGE type; NaN for every type when there is no target (a task without
+    references). An empty summary or target scores 0, as rouge-score gives."""
+    if target is None:
+        return {t: math.nan for t in TYPES}
+    scores = _scorer().score(target, summary)
+    return {t: scores[t].fmeasure for t in TYPES}
