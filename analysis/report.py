@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import cost
+from analysis import cost, human_eval
 from analysis import run_sections as rs
 from analysis.render import latex_table, to_html, to_markdown
 from analysis.risk import risk_table
@@ -22,8 +22,8 @@ from harness import atomic
 
 SECTION_PROVIDERS = [
     rs.risk_section, rs.quality_section, rs.overlap_section, rs.output_section,
-    rs.sparsity_section, cost.report_section, rs.summaries_section, rs.missing_section,
-    rs.provenance_section,
+    rs.sparsity_section, cost.report_section, human_eval.report_section, rs.summaries_section,
+    rs.missing_section, rs.provenance_section,
 ]
 
 

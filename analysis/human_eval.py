@@ -1,0 +1,53 @@
+"""The report's human-evaluation section: agreement between annotators and, per question, how
+often each system was judged worse (the reference study's table), from imported answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.agreement import SIMULATED_NOTE, UNDEFINED, compute_agreement
+from analysis.sections import ReportSection
+
+
+def report_section(run_dir: str | Path, risk: pd.DataFrame | None = None) -> ReportSection | None:
+    """None when no answers have been imported. The bootstrap follows the report's (the risk
+    table's settings, else the study's ``analysis`` section)."""
+    from analysis.report import analysis_settings  # the report imports this module
+
+    settings = analysis_settings(Path(run_dir))
+    attrs = risk.attrs if risk is not None else {}
+    n_boot, seed = attrs.get("n_boot", settings.bootstrap), attrs.get("seed", settings.seed)
+    result = compute_agreement(run_dir, n_boot=n_boot, seed=seed)
+    if result is None:
+        return None
+    agreement = result.agreement.assign(value=result.agreement["value"].map(_number),
+                                        ci=[_interval(lo, hi) for lo, hi in
+                                            zip(result.agreement["ci_low"], result.agreement["ci_high"])])
+    agreement = agreement[["batch", "question", "statistic", "annotators", "n_items", "value", "ci",
+                           "band", "note"]].fillna("")
+    preferences = result.preferences.assign(p_value=result.preferences["p_value"].map(_number))
+    text = ("Blinded pairwise judgements: annotators saw the article and two summaries in random "
+            "order (A/B) and answered four questions with A, B or tie. Agreement is Cohen's kappa "
+            "per annotator pair, Fleiss' kappa and Krippendorff's alpha (nominal) across annotators, "
+            f"with 95% bootstrap CIs over items ({n_boot} resamples, seed {seed}) and Landis-Koch bands; "
+            "'undefined' means the statistic carries no information on these answers (the note "
+            "says why). Preferences count items by the annotators' majority answer, unblinded; "
+            "the p-value is a two-sided sign test over items without a tie.")
+    title = "Human evaluation"
+    if result.simulated:
+        title += " (simulated annotators)"
+        text = f"{SIMULATED_NOTE}. {text}"
+    return ReportSection(title=title, text=text,
+                         tables={"Inter-annotator agreement": agreement,
+                                 "Which system was judged worse, per question": preferences},
+                         sources=result.sources)
+
+
+def _number(value) -> str:
+    return UNDEFINED if value == UNDEFINED or value is None else f"{value:.3f}"
+
+
+def _interval(low, high) -> str:
+    return "" if low is None or pd.isna(low) else f"[{low:.3f}, {high:.3f}]"
