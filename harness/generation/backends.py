@@ -1,0 +1,181 @@
+"""Two generation backends behind one small interface: token-id prompts in, token ids out.
+
+Both receive the same prompt ids (rendered once in ``prompts``), return the generated ids
+with the stop id (EOS) removed and a finish reason, and are greedy unless the config sets a
+temperature. Heavy libraries are imported only when a backend is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from harness.config import EngineOptions, GenerationConfig
+from harness.errors import PrunescopeError
+
+
+@dataclass(frozen=True)
+class Output:
+    token_ids: list[int]  # generated ids, without the prompt and without the final stop id
+    finish_reason: str  # "stop" (a stop id was generated) or "length" (max_new_tokens reached)
+
+
+def stop_token_ids(model_dir: str | Path, tokenizer) -> set[int]:
+    """The ids that end a generation: the tokenizer's EOS and the model's generation-config
+    EOS ids (e.g. Llama 3's end-of-turn), the set vLLM also stops on."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    ids = {tokenizer.eos_token_id}
+    try:
+        ids.update(_as_list(HFGenerationConfig.from_pretrained(model_dir).eos_token_id))
+    except OSError:  # no generation_config.json
+        pass
+    return {int(i) for i in ids if i is not None}
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+class Backend(Protocol):
+    name: str
+    context_length: int
+
+    def generate(self, prompts: list[list[int]]) -> list[Output]: ...
+
+
+def sampling_settings(config: GenerationConfig) -> dict:
+    """The sampling parameters recorded with every generation."""
+    return {"max_new_tokens": config.max_new_tokens, "temperature": config.temperature,
+            "top_p": config.top_p, "seed": config.seed, "greedy": config.temperature == 0}
+
+
+def model_context_length(model_dir: str | Path) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir).get_text_config()
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    raise PrunescopeError(f"{model_dir}: config.json states no context length; set engine.max_model_len")
+
+
+def start_vllm(model_dir: str | Path, engine: EngineOptions, seed: int = 0):
+    """A vLLM engine with the config's engine options (tensor parallelism for large models)."""
+    from vllm import LLM
+
+    return LLM(model=str(model_dir), tensor_parallel_size=engine.tensor_parallel_size,
+               gpu_memory_utilization=engine.gpu_memory_utilization,
+               max_model_len=engine.max_model_len, dtype=engine.dtype,
+               enforce_eager=engine.enforce_eager, seed=seed)
+
+
+class VLLMBackend:
+    """Offline vLLM: all prompts of a cell in one ``LLM.generate`` call."""
+
+    name = "vllm"
+
+    def __init__(self, llm, config: GenerationConfig, stop_ids: set[int]):
+        self.llm = llm
+        self.config = config
+        self.stop_ids = stop_ids
+        self.context_length = int(llm.llm_engine.model_config.max_model_len)
+
+    def generate(self, prompts: list[list[int]]) -> list[Output]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=self.config.max_new_tokens, temperature=self.config.temperature,
+                                top_p=self.config.top_p, seed=self.config.seed)
+        results = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompts], params,
+                                    use_tqdm=False)
+        outputs = []
+        for result in results:
+            completion = result.outputs[0]
+            ids = list(completion.token_ids)
+            if ids and ids[-1] in self.stop_ids and completion.finish_reason == "stop":
+                ids = ids[:-1]
+            outputs.append(Output(ids, completion.finish_reason))
+        return outputs
+
+
+class HFBackend:
+    """transformers ``generate`` in batches with left padding (prompts end where output starts)."""
+
+    name = "hf"
+
+    def __init__(self, model_dir: str | Path, tokenizer, config: GenerationConfig, stop_ids: set[int]):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.config = config
+        self.pad_id = padding_token_id(tokenizer)
+        self.stop_ids = stop_ids
+        placement = _placement(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=_torch_dtype(config.engine.dtype), **placement).eval()
+        if not placement and torch.cuda.is_available():
+            self.model.to("cuda")
+        self.device = next(self.model.parameters()).device
+        self.context_length = config.engine.max_model_len or model_context_length(model_dir)
+
+    def generate(self, prompts: list[list[int]]) -> list[Output]:
+        outputs = []
+        size = self.config.batch_size
+        for start in range(0, len(prompts), size):
+            outputs.extend(self._batch(prompts[start:start + size]))
+        return outputs
+
+    def _batch(self, prompts: list[list[int]]) -> list[Output]:
+        import torch
+
+        width = max(len(ids) for ids in prompts)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in prompts])
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+        sample = self.config.temperature > 0
+        extra = {"temperature": self.config.temperature, "top_p": self.config.top_p} if sample else {}
+        torch.manual_seed(self.config.seed)
+        with torch.inference_mode():
+            generated = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                max_new_tokens=self.config.max_new_tokens, do_sample=sample,
+                pad_token_id=self.pad_id, eos_token_id=sorted(self.stop_ids) or None, **extra)
+        outputs = []
+        for row in generated[:, width:].tolist():
+            end = next((i for i, token in enumerate(row) if token in self.stop_ids), None)
+            outputs.append(Output(row, "length") if end is None else Output(row[:end], "stop"))
+        return outputs
+
+
+def padding_token_id(tokenizer) -> int:
+    """The tokenizer's pad id, else its EOS id (masked out, so any id would do), else 0."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
+def _torch_dtype(name: str):
+    """``auto`` is bf16 on a GPU and the checkpoint's own dtype on the CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else "auto"
+    if name not in ("float32", "bfloat16", "float16"):
+        raise PrunescopeError(f"generation.engine.dtype: {name!r} is not one of auto, float32, "
+                              "bfloat16, float16")
+    return getattr(torch, name)
+
+
+def _placement(model_dir) -> dict:
+    """``device_map="auto"`` when the weights exceed one GPU's memory, so they span the node."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    weights = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
+    weights = weights or sum(p.stat().st_size for p in Path(model_dir).glob("*.bin"))
+    if weights > 0.9 * torch.cuda.get_device_properties(0).total_memory:
+        return {"device_map": "auto"}
+    return {}
