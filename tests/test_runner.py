@@ -156,7 +156,7 @@ def test_ray_executor_runs_a_two_cell_study(make_study):
 @pytest.mark.vllm
 def test_end_to_end_through_vllm(make_study):
     path, raw = make_study("vllm", backend="vllm", prune=[{"method": "sparsegpt", "structure": "2:4"}], docs=3)
-    result = run_study(path, isolate=False, show_progress=False)
+    result = run_study(path, show_progress=False)
     assert not result.failed, result.failed
     assert result.report is not None and result.report.exists()
     gens = [json.loads(l) for p in Path(raw["out"], "generations").glob("*.jsonl")

@@ -52,7 +52,7 @@ def checkpoint_stage(root: Path, job: CheckpointJob, study: StudyConfig, perplex
 
 
 def cell_stages(root: Path, cell: CellJob, ready, study: StudyConfig, task_data, scorers,
-                scorer_key: str, only: str | None, isolate: bool) -> list[Outcome]:
+                scorer_key: str, only: str | None) -> list[Outcome]:
     """Generate then score one cell; ``ready`` is the checkpoint (None if it failed)."""
     store = RunStore(root)
     key = cell.info.key
@@ -61,7 +61,7 @@ def cell_stages(root: Path, cell: CellJob, ready, study: StudyConfig, task_data,
         if ready is None and not store.generation_path(key).exists():
             return [Outcome(key, "generate", "blocked", details={"error": "its checkpoint failed"})]
         outcome, _ = _attempt(key, "generate", lambda: (stages.ensure_generation(
-            store, cell, ready, study, task_data, isolate), None))
+            store, cell, ready, study, task_data), None))
         outcomes.append(outcome)
         if outcome.status == "failed":
             return outcomes
@@ -80,7 +80,7 @@ def cell_stages(root: Path, cell: CellJob, ready, study: StudyConfig, task_data,
 
 
 def run_local(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_text,
-              scorer_key: str, only: str | None, isolate: bool, record, progress) -> None:
+              scorer_key: str, only: str | None, record, progress) -> None:
     """Checkpoint by checkpoint: prune it, then generate and score each of its cells."""
     scorers = None
     for job in plan.checkpoints:
@@ -101,14 +101,14 @@ def run_local(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexit
 
                 scorers = Scorers(study.scoring)
             for outcome in cell_stages(store.root, cell, ready, study, plan.tasks[cell.info.task],
-                                       scorers, scorer_key, only, isolate):
+                                       scorers, scorer_key, only):
                 record(outcome)
             progress(1)
         _maybe_drop_weights(store, job, cells, study)
 
 
 def run_ray(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_text,
-            scorer_key: str, only: str | None, isolate: bool, record, progress) -> None:
+            scorer_key: str, only: str | None, record, progress) -> None:
     """One Ray task per checkpoint and one per cell (depending on its checkpoint's task), each
     asking for ``num_gpus_per_cell`` GPUs. Connects to ``RAY_ADDRESS`` if set, else starts a
     local Ray instance."""
@@ -132,7 +132,7 @@ def run_ray(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_
         for cell in plan.cells:
             cell_refs[cell.info.key] = cell_task.remote(
                 store.root, cell, ckpt_refs[cell.checkpoint.key], study,
-                plan.tasks[cell.info.task], scorer_key, only, isolate)
+                plan.tasks[cell.info.task], scorer_key, only)
     for job in plan.checkpoints:
         outcome, _ = ray.get(ckpt_refs[job.key])
         for cell in plan.cells_of(job):
@@ -146,9 +146,9 @@ def run_ray(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_
         _maybe_drop_weights(store, job, plan.cells_of(job), study)
 
 
-def _ray_cell(root, cell, checkpoint_result, study, task_data, scorer_key, only, isolate):
+def _ray_cell(root, cell, checkpoint_result, study, task_data, scorer_key, only):
     _, ready = checkpoint_result
-    return cell_stages(root, cell, ready, study, task_data, None, scorer_key, only, isolate)
+    return cell_stages(root, cell, ready, study, task_data, None, scorer_key, only)
 
 
 def _maybe_drop_weights(store: RunStore, job: CheckpointJob, cells, study: StudyConfig) -> None:

@@ -93,11 +93,11 @@ def _has_weights(folder: Path) -> bool:
 
 
 def ensure_generation(store: RunStore, cell: CellJob, ready: ReadyCheckpoint,
-                      study: StudyConfig, task_data, isolate: bool = True) -> bool:
+                      study: StudyConfig, task_data) -> bool:
     """Generate the cell's summaries unless they exist; True if work was done.
 
-    With the vLLM backend and ``isolate``, the cell runs in a fresh process so that the
-    engine's memory is released when it ends."""
+    With the vLLM backend the cell runs in a fresh process: vLLM neither releases GPU memory
+    reliably nor starts a second engine in a process whose first engine was dropped."""
     path = store.generation_path(cell.info.key)
     if path.exists():
         return False
@@ -107,7 +107,7 @@ def ensure_generation(store: RunStore, cell: CellJob, ready: ReadyCheckpoint,
 
     documents = [(r.id, r.document) for r in task_data.records]
     model = next(m for m in study.models if m.name == cell.info.model)
-    run = generate_cell_in_subprocess if (isolate and study.generation.backend == "vllm") else generate_cell
+    run = generate_cell_in_subprocess if study.generation.backend == "vllm" else generate_cell
     run(ready.directory, documents, cell.info.prompt, study.generation, ready.identity, path,
         chat_family=model.chat_family)
     return True

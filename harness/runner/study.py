@@ -46,11 +46,10 @@ def run_dir_for(study: StudyConfig, out: str | Path | None = None) -> Path:
 
 def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
               limit: int | None = None, stage: str | None = None, executor: str | None = None,
-              isolate: bool = True, show_progress: bool = True) -> RunResult:
+              show_progress: bool = True) -> RunResult:
     """Run (or resume) a study; complete cells are skipped, failed cells reported.
 
-    ``stage`` runs one of ``prune``, ``generate``, ``score``, ``report`` alone;
-    ``isolate=False`` keeps vLLM in this process (tests, notebooks)."""
+    ``stage`` runs one of ``prune``, ``generate``, ``score``, ``report`` alone."""
     if not isinstance(study, StudyConfig):
         study = load_study(study)
     if not downloads_allowed(study.allow_downloads):  # models and datasets: local files only
@@ -63,14 +62,14 @@ def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
         handler = _log_to(store.log_path)
         try:
             _run_locked(store, study, result, limit, stage, executor or study.executor,
-                        isolate, show_progress)
+                        show_progress)
         finally:
             log.removeHandler(handler)
             handler.close()
     return result
 
 
-def _run_locked(store, study, result, limit, stage, executor, isolate, show_progress):
+def _run_locked(store, study, result, limit, stage, executor, show_progress):
     atomic.write_text(store.study_yaml, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
     store.update_manifest(provenance=provenance({"generation": study.generation.seed,
                                                  "analysis": study.analysis.seed}))
@@ -91,7 +90,7 @@ def _run_locked(store, study, result, limit, stage, executor, isolate, show_prog
     if stage != "report":
         with _progress(len(plan.cells), f"{study.name} cells", show_progress) as bar:
             EXECUTORS[executor](store, plan, study, perplexity_text=_perplexity_text(study, plan),
-                                scorer_key=scorer_key(study), only=stage, isolate=isolate,
+                                scorer_key=scorer_key(study), only=stage,
                                 record=record, progress=bar.update)
     if stage in (None, "report"):
         try:
