@@ -51,24 +51,27 @@ def make_study(tmp_path, llama_path, bart_path, nli_path):
     return make
 
 
-def results_of(run_dir: Path) -> dict:
-    """Every generation (ids and text) and every score of a run, keyed by cell and document."""
+def generations_of(run_dir: Path) -> dict:
+    """Every generation of a run (token ids and text), keyed by cell and document."""
     out = {}
     for path in sorted((run_dir / "generations").glob("*.jsonl")):
         for line in path.read_text().splitlines():
             rec = json.loads(line)
-            out[(path.stem, rec["doc_id"], "gen")] = (rec["output_token_ids"], rec["text"])
-    for path in sorted((run_dir / "scores").glob("*.parquet")):
-        frame = pd.read_parquet(path).set_index("doc_id").sort_index()
-        out[(path.stem, "scores")] = frame.round(10).to_dict()
+            out[(path.stem, rec["doc_id"])] = (rec["output_token_ids"], rec["text"])
     return out
+
+
+def scores_of(run_dir: Path) -> pd.DataFrame:
+    """Every score of a run, a row per cell and document."""
+    frames = {p.stem: pd.read_parquet(p) for p in sorted((run_dir / "scores").glob("*.parquet"))}
+    return pd.concat(frames, names=["cell", "row"]).reset_index("row", drop=True)
 
 
 def risk_ratios(run_dir: Path) -> pd.DataFrame:
     from analysis.load import load_run
-    from analysis.risk import risk_ratios as compute
+    from analysis.risk import risk_table
 
-    return compute(load_run(run_dir)).round(10)
+    return risk_table(load_run(run_dir), "mean_risk", 0.5, 200, 0)
 
 
 def test_killed_run_resumes_to_the_same_results(make_study):
@@ -90,7 +93,8 @@ def test_killed_run_resumes_to_the_same_results(make_study):
 
     reference_path, _ = make_study("uninterrupted")
     reference = run_study(reference_path, show_progress=False)
-    assert results_of(run_dir) == results_of(reference.run_dir)
+    assert generations_of(run_dir) == generations_of(reference.run_dir)
+    pd.testing.assert_frame_equal(scores_of(run_dir), scores_of(reference.run_dir))
     pd.testing.assert_frame_equal(risk_ratios(run_dir), risk_ratios(reference.run_dir))
 
 

@@ -78,7 +78,8 @@ def _row(store: RunStore, info, manifest: dict) -> CellRow:
             return "done" if on_disk[stage] else "pending"
         return status or "pending"
 
-    errors = [s.get("error", "") for s in stages.values() if s.get("status") in ("failed", "blocked")]
+    errors = [stages[s].get("error", "") for s in ("prune", "generate", "score")  # root cause first
+              if stages.get(s, {}).get("status") in ("failed", "blocked")]
     seconds = sum(float(s.get("seconds", 0)) for s in stages.values())
     return CellRow(info.key, info.system, info.task, info.prompt, state("prune"),
                    state("generate"), state("score"), seconds, errors[0] if errors else "")
