@@ -18,7 +18,10 @@ from harness.pruning.spec import METHODS
 from harness.runner.study import RunResult, run_study
 from harness.tiny_models import tiny_model
 
-DEMO_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# One small KV cache, and the engine core inside each cell's worker process rather than in
+# a second process of its own (saves a process start per cell).
+DEMO_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 SIMULATED_ANNOTATORS = ["simulated-1", "simulated-2"]
 DEMO_HEAD_NOTE = ("demo head: trained on the synthetic demo task's labelled pairs with the tiny "
                   "NLI model; not the published SummaC-Conv")
@@ -42,6 +45,7 @@ def demo_study(out: Path, documents: int = 30, backend: str = "vllm") -> StudyCo
                     "harim_model": str(tiny_model("bart")), "nli_model": str(tiny_model("nli")),
                     "summac_conv_weights": str(out / "summac-conv-demo-head.bin"), "batch_size": 16},
         "perplexity": {"seqlen": 128, "max_windows": 16},
+        "analysis": {"bootstrap": 200, "seed": 0},  # fewer resamples than a study's 1000: a demo
     }
     return parse_study(raw, source="demo study")
 
@@ -81,7 +85,7 @@ def run_demo(out: str | Path = "runs/demo", documents: int = 30, backend: str = 
     out = Path(out).resolve()
     study = demo_study(out, documents, backend)
     train_demo_head(study)
-    result = run_study(study, out, show_progress=show_progress)
+    result = run_study(study, out, show_progress=show_progress, report=False)
     if not result.failed:
         simulate_annotation(out, documents)
         from analysis.report import write_report

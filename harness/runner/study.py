@@ -46,10 +46,11 @@ def run_dir_for(study: StudyConfig, out: str | Path | None = None) -> Path:
 
 def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
               limit: int | None = None, stage: str | None = None, executor: str | None = None,
-              show_progress: bool = True) -> RunResult:
+              show_progress: bool = True, report: bool = True) -> RunResult:
     """Run (or resume) a study; complete cells are skipped, failed cells reported.
 
-    ``stage`` runs one of ``prune``, ``generate``, ``score``, ``report`` alone."""
+    ``stage`` runs one of ``prune``, ``generate``, ``score``, ``report`` alone; ``report=False``
+    leaves the report for later (e.g. after an annotation round)."""
     if not isinstance(study, StudyConfig):
         study = load_study(study)
     if not downloads_allowed(study.allow_downloads):  # models and datasets: local files only
@@ -62,14 +63,14 @@ def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
         handler = _log_to(store.log_path)
         try:
             _run_locked(store, study, result, limit, stage, executor or study.executor,
-                        show_progress)
+                        show_progress, report)
         finally:
             log.removeHandler(handler)
             handler.close()
     return result
 
 
-def _run_locked(store, study, result, limit, stage, executor, show_progress):
+def _run_locked(store, study, result, limit, stage, executor, show_progress, report):
     atomic.write_text(store.study_yaml, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
     store.update_manifest(provenance=provenance({"generation": study.generation.seed,
                                                  "analysis": study.analysis.seed}))
@@ -92,7 +93,7 @@ def _run_locked(store, study, result, limit, stage, executor, show_progress):
             EXECUTORS[executor](store, plan, study, perplexity_text=_perplexity_text(study, plan),
                                 scorer_key=scorer_key(study), only=stage,
                                 record=record, progress=bar.update)
-    if stage in (None, "report"):
+    if report and stage in (None, "report"):
         try:
             from analysis.report import write_report
 
