@@ -80,13 +80,13 @@ class GenerationConfig(Section):
 
 
 class ScoringConfig(Section):
-    metrics: list[Literal["harim", "summac_zs", "summac_conv", "rouge", "overlap", "bertscore"]] = [
-        "harim", "summac_zs", "summac_conv", "rouge", "overlap",
+    # summac_conv is not a default because it needs weights (summac_conv_weights): add both.
+    metrics: list[Literal["harim", "summac_zs", "summac_conv", "rouge", "overlap"]] = [
+        "harim", "summac_zs", "rouge", "overlap",
     ]
     harim_model: str = "facebook/bart-large-cnn"
     nli_model: str = "tals/albert-xlarge-vitaminc-mnli"
     summac_conv_weights: Path | None = None
-    bertscore_model: str | None = None
     batch_size: int = Field(default=16, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"
@@ -133,8 +133,8 @@ class StudyConfig(Section):
             if len(set(names)) != len(names):
                 raise ValueError(f"{kind}: names must be unique (got {names})")
         if "summac_conv" in self.scoring.metrics and self.scoring.summac_conv_weights is None:
-            raise ValueError("scoring.summac_conv_weights must be given for the summac_conv metric "
-                             "(the released checkpoint or one from `prunescope train-summac-conv`)")
+            raise ValueError("the summac_conv metric needs scoring.summac_conv_weights (the released "
+                             "checkpoint or one from `prunescope train-summac-conv`)")
         return self
 
 

@@ -47,8 +47,6 @@ class Scorers:
     """The scorer models of one study; each loads on first use and stays loaded."""
 
     def __init__(self, config: ScoringConfig, *, allow_downloads: bool = False):
-        if "bertscore" in config.metrics:
-            raise ScoringError("scoring.metrics: bertscore is not available in this build")
         self.config = config
         self.allow_downloads = allow_downloads
         self._models: dict[str, object] = {}
