@@ -65,7 +65,8 @@ def conv_weights(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scorers(bart_path, nli_path, conv_weights):
     return Scorers(ScoringConfig(harim_model=str(bart_path), nli_model=str(nli_path),
-                                 summac_conv_weights=conv_weights, batch_size=3))
+                                 summac_conv_weights=conv_weights, batch_size=3,
+                                 metrics=["harim", "summac_zs", "summac_conv", "rouge", "overlap"]))
 
 
 @pytest.fixture(scope="module")
