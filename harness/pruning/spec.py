@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from harness.errors import PrunescopeError
+
 METHODS = ("magnitude", "wanda", "sparsegpt")
+
+
+class SpecError(PrunescopeError, ValueError):
+    """An impossible pruning or calibration setting (a ValueError too, so pydantic reports it
+    with the config field it came from)."""
 
 
 @dataclass(frozen=True)
@@ -20,9 +27,9 @@ class OWLSpec:
 
     def __post_init__(self):
         if self.M <= 0:
-            raise ValueError(f"owl.M must be > 0 (got {self.M})")
+            raise SpecError(f"owl.M must be > 0 (got {self.M})")
         if not 0 <= self.lam < 1:
-            raise ValueError(f"owl.lam must be in [0, 1) (got {self.lam})")
+            raise SpecError(f"owl.lam must be in [0, 1) (got {self.lam})")
 
 
 @dataclass(frozen=True)
@@ -37,9 +44,9 @@ class CalibrationSpec:
 
     def __post_init__(self):
         if self.nsamples < 1:
-            raise ValueError(f"calibration.nsamples must be >= 1 (got {self.nsamples})")
+            raise SpecError(f"calibration.nsamples must be >= 1 (got {self.nsamples})")
         if self.seqlen < 2:
-            raise ValueError(f"calibration.seqlen must be >= 2 (got {self.seqlen})")
+            raise SpecError(f"calibration.seqlen must be >= 2 (got {self.seqlen})")
 
 
 @dataclass(frozen=True)
@@ -58,19 +65,27 @@ class PruneSpec:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)} (got {self.method!r})")
+            raise SpecError(f"method must be one of {', '.join(METHODS)} (got {self.method!r})")
         if self.structure != "unstructured":
             n, m = parse_nm(self.structure)
             object.__setattr__(self, "sparsity", n / m)
             if self.owl is not None:
-                raise ValueError(
+                raise SpecError(
                     f"owl allocates unstructured sparsity per block; it cannot be combined "
                     f"with structure {self.structure!r}"
                 )
         if not 0 <= self.sparsity < 1:
-            raise ValueError(f"sparsity must be in [0, 1) (got {self.sparsity})")
+            raise SpecError(f"sparsity must be in [0, 1) (got {self.sparsity})")
+        if self.owl is not None and not 0 <= self.sparsity - self.owl.lam <= self.sparsity + self.owl.lam < 1:
+            raise SpecError(
+                f"owl: per-block sparsities {self.sparsity:g} +/- owl.lam {self.owl.lam:g} must stay in [0, 1); lower owl.lam"
+            )
         if self.magnitude_scope not in ("matrix", "row"):
-            raise ValueError(f"magnitude_scope must be 'matrix' or 'row' (got {self.magnitude_scope!r})")
+            raise SpecError(f"magnitude_scope must be 'matrix' or 'row' (got {self.magnitude_scope!r})")
+        if self.blocksize < 1:
+            raise SpecError(f"blocksize must be >= 1 (got {self.blocksize})")
+        if self.percdamp <= 0:
+            raise SpecError(f"percdamp must be > 0 (got {self.percdamp})")
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -91,9 +106,9 @@ def parse_nm(structure: str) -> tuple[int, int]:
     try:
         n, m = (int(part) for part in structure.split(":"))
     except ValueError:
-        raise ValueError(
+        raise SpecError(
             f"structure must be 'unstructured' or 'N:M' such as '2:4' (got {structure!r})"
         ) from None
     if not 0 < n < m:
-        raise ValueError(f"structure {structure!r} needs 0 < N < M")
+        raise SpecError(f"structure {structure!r} needs 0 < N < M")
     return n, m

@@ -1,0 +1,85 @@
+"""Prune a checkpoint directory into a new, plain Hugging Face checkpoint plus ``sparsity.json``.
+
+The output loads unchanged in transformers and vLLM: dense safetensors with zeros and no
+``sparsity_config`` (current vLLM rejects one). It is built in a temporary folder next to
+``out_dir`` and renamed into place, so a killed run leaves no half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from harness.pruning.calibration import load_calibration
+from harness.pruning.driver import find_blocks, prune
+from harness.pruning.spec import PruneSpec
+
+
+def prune_checkpoint(model_dir, spec: PruneSpec, out_dir, *, device="auto", dtype=None) -> dict:
+    """Load ``model_dir``, prune it per ``spec`` with its calibration, write ``out_dir``;
+    returns the sparsity report (also written as ``out_dir/sparsity.json``).
+
+    ``device="auto"`` processes blocks on CUDA when available (the model itself stays on the
+    CPU); ``dtype`` defaults to the checkpoint's own."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype or "auto")
+    ids = None
+    calibration = None
+    if spec.method != "magnitude" or spec.owl is not None:
+        ids, calibration = load_calibration(spec.calibration, tokenizer)
+    report = prune(model, spec, ids, device=device, offload=torch.device(device).type != "cpu")
+    if calibration is not None:
+        report["calibration"] = {**calibration, "ids_hash": report["calibration"]["ids_hash"]}
+    _write(model, tokenizer, report, out_dir)
+    return report
+
+
+def canonicalize_zeros(model) -> None:
+    """Turn -0.0 into 0.0 in the pruned weights, so equal models give equal bytes."""
+    _, blocks = find_blocks(model)
+    with torch.no_grad():
+        for param in blocks.parameters():
+            param.masked_fill_(param == 0, 0.0)
+
+
+def _write(model, tokenizer, report: dict, out_dir: Path) -> None:
+    canonicalize_zeros(model)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if model.generation_config is not None and not (tmp / "generation_config.json").exists():
+            model.generation_config.save_pretrained(tmp)
+        _drop_sparsity_config(tmp / "config.json")
+        (tmp / "sparsity.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        _replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _drop_sparsity_config(config_path: Path) -> None:
+    config = json.loads(config_path.read_text())
+    if config.pop("sparsity_config", None) is not None:
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target``; an older folder there is moved aside first, then deleted."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
