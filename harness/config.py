@@ -8,6 +8,7 @@ Relative paths are resolved against the YAML file's folder.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -184,6 +185,10 @@ def _resolve_paths(study: StudyConfig, base: Path, source) -> StudyConfig:
             model.path = resolve(model.path)
             if not model.path.exists():
                 raise ConfigError(f"{source}: models[{i}].path: no such directory: {model.path}")
+    for i, spec in enumerate(study.prune):
+        if not spec.calibration.source.startswith("task:"):
+            source = str(resolve(Path(spec.calibration.source)))
+            study.prune[i] = replace(spec, calibration=replace(spec.calibration, source=source))
     for task in study.tasks:
         task.data = resolve(task.data)
     study.scoring.summac_conv_weights = resolve(study.scoring.summac_conv_weights)

@@ -208,3 +208,13 @@ def test_cli_prints_config_errors_as_one_line(tmp_path, llama_path, capsys):
     assert main(["run", str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "prune[0].sparsity" in err and str(path) in err
+
+
+def test_example_study_is_a_valid_config():
+    from harness.config import load_study
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "reference-study.yaml"
+    study = load_study(example)
+    assert [p.key for p in study.prune] == ["wanda-0.5", "wanda-2of4", "sparsegpt-0.5", "sparsegpt-2of4"]
+    assert study.prune[0].calibration.source == str(example.parent / "c4-128x4096.pt")
+    assert {t.name for t in study.tasks} == {"factcc", "polytope", "summeval", "legal_contracts", "rct"}
