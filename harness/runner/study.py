@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,8 +81,14 @@ def _run_locked(store, study, result, limit, stage, executor, show_progress, rep
     log.info("study %s: %d checkpoints, %d cells -> %s", study.name, len(plan.checkpoints),
              len(plan.cells), store.root)
 
+    counts: Counter = Counter()
+    bars = []
+
     def record(outcome: Outcome) -> None:
         result.outcomes.append(outcome)
+        counts[f"{outcome.stage} {outcome.status}"] += 1
+        for bar in bars:  # per-stage counts beside the cell bar's count and ETA
+            bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         store.record_stage(outcome.key, outcome.stage, outcome.status, seconds=outcome.seconds,
                            **outcome.details)
         level = logging.ERROR if outcome.status in ("failed", "blocked") else logging.INFO
@@ -90,6 +97,7 @@ def _run_locked(store, study, result, limit, stage, executor, show_progress, rep
 
     if stage != "report":
         with _progress(len(plan.cells), f"{study.name} cells", show_progress) as bar:
+            bars.append(bar)
             EXECUTORS[executor](store, plan, study, perplexity_text=_perplexity_text(study, plan),
                                 scorer_key=scorer_key(study), only=stage,
                                 record=record, progress=bar.update)
