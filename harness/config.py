@@ -34,7 +34,9 @@ class ModelConfig(Section):
     path: Path | None = None
     hub_id: str | None = None
     revision: str | None = None
-    chat_family: Literal["auto", "none", "llama", "opt-iml"] = "auto"
+    # auto: the tokenizer's chat template if it has one, else OPT-IML's layout for OPT, else
+    # plain text; chat: force the template; llama: Llama-2's [INST] <<SYS>> layout.
+    chat_family: Literal["auto", "chat", "llama", "opt-iml", "none"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
 
