@@ -280,3 +280,9 @@ def test_masks_follow_the_reference_tie_rules():
             group, chosen = scores[r, 4 * g:4 * g + 4], mask[r, 4 * g:4 * g + 4]
             assert int(chosen.sum()) == 2 and group[chosen].max() <= group[~chosen].min()
     assert not threshold_mask(scores, 0.0).any() and not row_mask(scores, 0.0).any()
+
+
+def test_sparsegpt_without_calibration_input_is_refused():
+    layer = torch.nn.Linear(8, 4)
+    with pytest.raises(HessianError, match="none reached this layer"):
+        SparseGPT(layer, PruneSpec(method="sparsegpt")).prune(0.5)

@@ -162,7 +162,9 @@ def test_summac_equals_plain_loop(scored, nli_path, conv_weights):
     for row, (doc, summary) in zip(scored.itertuples(), SUMMARIES):
         src, summ = chunks(SOURCES[doc], 100), chunks(summary)
         columns = [[plain_nli(model, tok, s, h)[0] for s in src] for h in summ]
-        zs = sum(max(c) for c in columns) / len(columns) if src and summ else 0.0
+        if not (src and summ):  # the published code's image for "no chunks": one zero
+            columns = [[0.0]]
+        zs = sum(max(c) for c in columns) / len(columns)
         assert row.summac_zs == pytest.approx(zs, abs=1e-5)
         assert row.summac_conv == pytest.approx(plain_conv(head, columns), abs=1e-5)
 
@@ -207,18 +209,22 @@ def test_summac_zs_with_contradiction_subtracts_max_contradiction(nli_path):
 
 def test_summac_edge_values(scored, conv_weights):
     """No summary chunk (empty, or a one-word summary of <= 10 characters) or no source chunk:
-    ZS = 0 and Conv = softmax(layer_final.bias)[1] (features [0, 0, 0])."""
-    bias = load_conv_head(conv_weights).layer_final.bias.double()
-    no_feature_score = torch.softmax(bias, dim=0)[1].item()
+    ZS = 0, and Conv scores the published code's 1 x 1 zero image: one row whose only count
+    is in the lowest bin, so m = mlp.weight[0, 0] + mlp.bias and features [m, m, m]."""
+    head = load_conv_head(conv_weights)
+    m = (head.mlp.weight[0, 0] + head.mlp.bias[0]).double()
+    logits = head.layer_final.weight.double().sum(dim=1) * m + head.layer_final.bias.double()
+    empty_image_score = torch.softmax(logits, dim=0)[1].item()
     for index in (4, 5, 6):
         assert scored.summac_zs[index] == 0.0
-        assert scored.summac_conv[index] == pytest.approx(no_feature_score, abs=1e-6)
+        assert scored.summac_conv[index] == pytest.approx(empty_image_score, abs=1e-6)
 
 
 def test_regex_splitter_keeps_abbreviations_and_initials():
-    text = 'Mr. Smith met J. Doe in the U.S. on Monday. "It went well!" he said.\n\nNo stop here'
+    text = ('Mr. Smith met J. Doe in the U.S. on Monday. "It went well!" he said.\n\n'
+            'Budget Report\n\nNo stop here')
     assert regex_sentences(text) == ["Mr. Smith met J. Doe in the U.S. on Monday.",
-                                     '"It went well!"', "he said.", "No stop here"]
+                                     '"It went well!" he said.', "Budget Report\n\nNo stop here"]
     assert chunks("Short one. This one is long enough.") == ["This one is long enough."]
 
 

@@ -5,10 +5,11 @@ every metric of the score contract, and ``score_cell`` turns a cell's generation
 Columns of metrics not asked for are NaN. Edge values (none of them raises):
 
 - empty summary: HaRiM+ over the labels <s></s> (finite); SummaC-ZS 0 and SummaC-Conv the
-  head's no-feature score softmax(layer_final.bias)[1] (no chunk); ROUGE 0; coverage,
+  published code's empty-image score (one histogram row, a single count in the lowest bin:
+  features [m, m, m] with m = mlp.weight[0, 0] + mlp.bias); ROUGE 0; coverage,
   density, compression, novel_n and repetition NaN (no summary words); ``empty`` is True.
 - empty source: HaRiM+ against <s></s>, i.e. p = q and risk_i = (1 - p_i) / 2; SummaC-ZS 0,
-  Conv the no-feature score (no source chunk); ROUGE vs source 0; coverage and density 0,
+  Conv the empty-image score (no source chunk); ROUGE vs source 0; coverage and density 0,
   novel_n 1, compression NaN.
 - one-word summary ("Yes."): a chunk of <= 10 characters, so SummaC as for an empty summary;
   novel_2..4 and repetition NaN (no such n-grams); HaRiM+, ROUGE, coverage as usual.

@@ -2,9 +2,11 @@
 
 SummaC's sentence granularity uses NLTK ``sent_tokenize``. Its punkt data cannot be fetched
 everywhere, so without it the fallback splits after ., ! or ? (optionally followed by a closing
-quote or bracket) plus whitespace, except after a few common abbreviations and single
-capital initials ("Mr.", "e.g.", "J."); blank lines always split. Which splitter ran is
-recorded in the scorer provenance, since the two can cut a text differently.
+quote or bracket) plus whitespace, like punkt: not before a lowercase word ('"Go!" he
+said.' stays one sentence), not after a few common abbreviations and single initials
+("Mr.", "e.g.", "J."), and never at a bare line break (punkt does not split there either).
+Which splitter ran is recorded in the scorer provenance, since the two can cut a text
+differently.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from functools import lru_cache
 MIN_CHUNK_CHARS = 10  # SummaC keeps chunks longer than this, on both sides
 MAX_SOURCE_CHUNKS = 100
 
-_BOUNDARY = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*\s+|\n\s*\n")
+_BOUNDARY = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*\s+(?![a-z])")
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e",
                   "no", "inc", "ltd", "co", "corp", "gen", "gov", "sen", "rep", "u.s", "u.k"}
 
@@ -48,7 +50,7 @@ def regex_sentences(text: str) -> list[str]:
         head = text[start:match.start()]
         last_word = head.rsplit(None, 1)[-1].lower() if head.strip() else ""
         is_abbreviation = last_word in _ABBREVIATIONS or re.fullmatch(r"[a-z]", last_word)
-        if "\n" not in match.group() and match.group().startswith(".") and is_abbreviation:
+        if match.group().startswith(".") and is_abbreviation:
             continue
         sentences.append(text[start:match.end()].strip())
         start = match.end()

@@ -31,8 +31,14 @@ class ConvWeightsError(PrunescopeError):
 
 
 def histograms(image: NLIImage) -> np.ndarray:
-    """(10, 23) count histograms of the first 10 summary chunks' entailment columns."""
+    """(10, 23) count histograms of the first 10 summary chunks' entailment columns.
+
+    With no chunk on either side the published code scores a 1 x 1 image of zeros, i.e. one
+    row with a single count in the lowest bin; so do we."""
     rows = np.zeros((ROWS, N_BINS))
+    if image.entail.size == 0:
+        rows[0, 0] = 1
+        return rows
     for m in range(min(ROWS, image.entail.shape[1])):
         rows[m] = np.histogram(image.entail[:, m], bins=BIN_EDGES, range=(0.0, 1.0))[0]
     return rows

@@ -39,6 +39,9 @@ class SparseGPT:
 
     def prune(self, sparsity: float) -> dict | None:
         """Prune in place; returns a note when the Cholesky needed more damping than asked."""
+        if self.nsamples == 0:  # every input would count as dead and the whole matrix be zeroed
+            raise HessianError("SparseGPT needs calibration inputs; none reached this layer "
+                               "(e.g. an MoE expert no calibration token was routed to)")
         weight = self.layer.weight.data
         w = weight.float().clone()
         hessian = self.hessian

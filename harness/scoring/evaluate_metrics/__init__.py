@@ -6,6 +6,11 @@ source documents for harim, summac_zs, summac_conv and overlap (as in the publis
 module), and the reference summaries for rouge (pass ``sources=`` to add ROUGE vs source).
 Other keyword arguments are ``ScoringConfig`` fields (``harim_model``, ``nli_model``,
 ``summac_conv_weights``, ``batch_size``, ...).
+
+Note for comparisons with the published HaRiM+ module: its ``harim`` field is 1 - mean risk,
+while prunescope's ``harim`` is the mean token risk itself (the issue's and the paper's HaRiM,
+the hallucination risk the analysis uses); ``harim_plus`` and ``harim_loglik`` (its
+``log_ppl``) mean the same in both.
 """
 
 from __future__ import annotations
