@@ -8,6 +8,9 @@ Assignment rule (``overlap`` in [0, 1]): after a seeded shuffle of the items, th
 ``round(overlap * N)`` items are *shared* and go to every annotator; each remaining item goes
 to exactly one annotator, dealt in turn. So ``overlap=1.0`` gives every item to every
 annotator (>= 2 annotators -> every item rated at least twice), ``overlap=0`` splits the items.
+Each annotator then gets their items in an order of their own, a seeded shuffle (export seed,
+pair, annotator name), so that no item is always seen first or after the same neighbour; the
+order is recorded in the batch's ``assignment`` and the annotator's file follows it.
 Which summary is A is also seeded: exactly ``N // 2`` items show the system under test as A.
 """
 
@@ -119,7 +122,7 @@ def _export_pair(run_dir, system: System, baseline: System, n, annotators, overl
         items.append(Item(item_id=item_id, task=task, doc_id=doc_id, article=_article(articles, task, doc_id),
                           summary_a=first, summary_b=second))
         a_is[item_id] = "system" if system_first else "baseline"
-    assignment = assign(items, annotators, overlap)
+    assignment = assign(items, annotators, overlap, order_seed=f"{seed}/{system.label}/{baseline.label}")
     version = guidelines_version()
     content = batch_hash(version, items, assignment)
     batch_id = "batch-" + content_key({"content": content, "system": system.label,
@@ -158,8 +161,9 @@ def stratified_sample(docs: dict[str, list[str]], n: int, seed: int) -> list[tup
             for doc_id in random.Random(f"{seed}/{task}").sample(ids, quotas[task])]
 
 
-def assign(items: list[Item], annotators: list[str], overlap: float) -> dict[str, list[str]]:
-    """The module's assignment rule: shared items to everyone, the rest dealt in turn."""
+def assign(items: list[Item], annotators: list[str], overlap: float, order_seed: str) -> dict[str, list[str]]:
+    """The module's assignment rule: shared items to everyone, the rest dealt in turn; then each
+    annotator's items in an order of their own, seeded by ``order_seed`` and the annotator's name."""
     shared = round(overlap * len(items))
     assignment = {a: [] for a in annotators}
     for index, item in enumerate(items):
@@ -168,6 +172,8 @@ def assign(items: list[Item], annotators: list[str], overlap: float) -> dict[str
                 assignment[annotator].append(item.item_id)
         else:
             assignment[annotators[(index - shared) % len(annotators)]].append(item.item_id)
+    for annotator, item_ids in assignment.items():
+        random.Random(f"{order_seed}/{annotator}").shuffle(item_ids)
     return assignment
 
 

@@ -4,6 +4,15 @@ Every row of every format carries ``batch_id``, ``batch_hash``, ``annotator`` an
 so a file identifies its batch and its annotator whatever it is renamed to. Readers return the
 raw rows with where each came from ("line 7", "task 3"); ``annotation.importer`` validates.
 A file written by the simulator carries ``simulated`` = true in every row.
+
+CSV cells are neutralized against formula injection: a spreadsheet runs a cell that starts with
+``=``, ``+``, ``-``, ``@``, a tab or a carriage return as a formula (``=HYPERLINK(...)`` in a
+generated summary could send data away when an annotator opens the file). So on writing, a
+cell that starts with one of these, or with an apostrophe, gets one more apostrophe in front,
+and a spreadsheet shows it as text; on reading, an apostrophe followed by one of these or by
+another apostrophe is removed. Reading gives back exactly the text written (``'-5 degrees``
+reads as ``-5 degrees``, ``''x`` as ``'x``); any other cell is read as it stands. JSONL and
+Label Studio files hold JSON strings, which no spreadsheet evaluates, and are left as they are.
 """
 
 from __future__ import annotations
@@ -22,6 +31,10 @@ FORMATS = {"csv": ".csv", "jsonl": ".jsonl", "labelstudio": ".labelstudio.json"}
 TEXT_COLUMNS = ("article", "summary_a", "summary_b")
 CSV_COLUMNS = (*ID_COLUMNS, *TEXT_COLUMNS, *QUESTIONS, "comment")
 LABEL_STUDIO_CONFIG = "labelstudio_config.xml"
+# A CSV cell starting with one of these runs as a formula in a spreadsheet; the apostrophe is
+# escaped too, so that reading removes exactly the apostrophes writing added.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPED_STARTS = (*FORMULA_STARTS, "'")
 
 
 @dataclass
@@ -68,9 +81,20 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     columns = list(CSV_COLUMNS) + (["simulated"] if rows and "simulated" in rows[0] else [])
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({column: spreadsheet_text("" if value is None else str(value)) for column, value in row.items()}
+                     for row in rows)
     # A byte-order mark makes spreadsheets open the file as UTF-8.
     atomic.write_text(path, "\ufeff" + out.getvalue())
+
+
+def spreadsheet_text(cell: str) -> str:
+    """A CSV cell as written: with an apostrophe in front where a spreadsheet would run it."""
+    return "'" + cell if cell.startswith(_ESCAPED_STARTS) else cell
+
+
+def from_spreadsheet_text(cell: str) -> str:
+    """A CSV cell as read: the inverse of ``spreadsheet_text``."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(_ESCAPED_STARTS) else cell
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -147,7 +171,7 @@ def _read_csv(text: str, raw: RawFile) -> None:
                 raw.problems.append(f"{where}: {len(cells)} fields where the header has {len(header)} "
                                     "(truncated or malformed row)")
                 continue
-            raw.rows.append(RawRow(where, dict(zip(header, cells))))
+            raw.rows.append(RawRow(where, dict(zip(header, map(from_spreadsheet_text, cells)))))
     except csv.Error as exc:
         raw.problems.append(f"line {reader.line_num}: unparseable CSV ({exc}); the file may be truncated")
 

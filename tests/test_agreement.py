@@ -1,5 +1,6 @@
 """Agreement statistics against hand-worked formulas, degenerate cases reported as undefined,
-Landis-Koch bands, the bootstrap, and the unblinded judged-worse counts with the sign test."""
+Landis-Koch bands, the bootstrap (its vectorized Cohen's kappa against scikit-learn on every
+resample), and the unblinded judged-worse counts with the sign test."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from math import comb
 import numpy as np
 import pytest
 
-from analysis.agreement import (UNDEFINED, Ratings, Undefined, cohen_kappa, compute_agreement, estimate,
-                                fleiss_kappa, judged_worse, krippendorff_alpha, landis_koch)
+from analysis.agreement import (UNDEFINED, Ratings, Undefined, bootstrap_resamples, cohen_kappa,
+                                cohen_kappa_replicates, compute_agreement, estimate, fleiss_kappa, judged_worse,
+                                krippendorff_alpha, landis_koch)
 
 LABELS = ("A", "B", "tie")
 RATER_1 = ["A", "A", "B", "B", "tie", "A", "B", "A", "tie", "B"]
@@ -113,6 +115,48 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_estimate():
     assert first["ci_low"] < first["value"] < first["ci_high"]
     assert first["band"] == landis_koch(first["value"])
     assert estimate(cohen_kappa, ratings, n_boot=300, seed=2)["ci_low"] != first["ci_low"]
+
+
+def test_vectorized_cohen_replicates_equal_sklearn_on_every_resample():
+    from sklearn.metrics import cohen_kappa_score
+
+    # few items, a rare label and unanswered items: many resamples are undefined, for each reason
+    r1 = ["A", "A", "A", "A", "B", "A", None, "tie", "A"]
+    r2 = ["A", "B", "A", "tie", "B", None, "A", "A", "A"]
+    ratings = Ratings.of({"r1": r1, "r2": r2})
+    resamples = bootstrap_resamples(len(r1), n_boot=50, seed=7)
+    replicates = cohen_kappa_replicates(ratings, resamples)
+    reasons = Counter()
+    for rows, replicate in zip(resamples, replicates):
+        both = [(r1[i], r2[i]) for i in rows if r1[i] is not None and r2[i] is not None]
+        try:
+            cohen_kappa(Ratings(ratings.codes[rows], ratings.annotators))
+        except Undefined as exc:
+            assert np.isnan(replicate)
+            reasons["no item" if "no item" in str(exc) else "one label"] += 1
+            continue
+        expected = cohen_kappa_score([a for a, _ in both], [b for _, b in both], labels=list(LABELS))
+        assert abs(replicate - expected) <= 1e-12
+        reasons["defined"] += 1
+    assert reasons["defined"] >= 30 and reasons["one label"] >= 10  # the check covers both kinds
+    assert np.isnan(cohen_kappa_replicates(Ratings.of({"r1": ["A", None], "r2": [None, "B"]}),
+                                           np.array([[0, 1], [1, 1]]))).all()  # nobody answered both
+
+
+def test_estimate_equals_cohen_kappa_called_on_each_resample_drawn_one_at_a_time():
+    rng = np.random.default_rng(7)
+    truth = rng.choice(LABELS, 25)
+    ratings = Ratings.of({"a": list(truth), "b": [t if rng.random() < 0.6 else rng.choice(LABELS) for t in truth]})
+    draws, resample = [], np.random.default_rng(4)
+    for _ in range(200):  # the plain bootstrap: one resample at a time, a scikit-learn call each
+        rows = resample.integers(0, 25, 25)
+        try:
+            draws.append(cohen_kappa(Ratings(ratings.codes[rows], ratings.annotators)))
+        except Undefined:
+            continue
+    result = estimate(cohen_kappa, ratings, n_boot=200, seed=4)
+    assert [result["ci_low"], result["ci_high"]] == pytest.approx(np.percentile(draws, [2.5, 97.5]), abs=1e-12)
+    assert result["note"] == ("" if len(draws) == 200 else f"{200 - len(draws)} of 200 bootstrap resamples undefined")
 
 
 def test_judged_worse_unblinds_uses_the_majority_and_sign_test():

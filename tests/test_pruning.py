@@ -159,11 +159,11 @@ def test_sparsegpt_retries_cholesky_with_more_damping_and_says_so():
         layer.weight.copy_(torch.tensor([[1.0, -2.0]]))
     pruner = SparseGPT(layer, PruneSpec(method="sparsegpt", sparsity=0.5))
     # Not positive definite: mean(diag) = 0.25, so damping needs 10 x mean(diag) (3 retries).
-    pruner.hessian = torch.tensor([[1.0, 0.0], [0.0, -0.5]])
+    pruner.hessian, pruner.nsamples = torch.tensor([[1.0, 0.0], [0.0, -0.5]]), 1
     note = pruner.prune(0.5)
     assert note == {"percdamp_requested": 0.01, "percdamp_used": pytest.approx(10.0), "retries": 3}
     failing = SparseGPT(layer, PruneSpec(method="sparsegpt", sparsity=0.5))
-    failing.hessian = torch.tensor([[1.0, 0.0], [0.0, -1e9]])
+    failing.hessian, failing.nsamples = torch.tensor([[1.0, 0.0], [0.0, -1e9]]), 1
     with pytest.raises(HessianError, match="not positive definite even with damping"):
         failing.prune(0.5)
 
