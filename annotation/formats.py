@@ -79,7 +79,8 @@ def write_annotator_file(path: Path, batch: Batch, annotator: str, fmt: str,
 def _write_csv(path: Path, rows: list[dict]) -> None:
     out = io.StringIO()
     columns = list(CSV_COLUMNS) + (["simulated"] if rows and "simulated" in rows[0] else [])
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    # CRLF rows (the CSV standard): the writer then quotes any cell holding a \r or \n.
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows({column: spreadsheet_text("" if value is None else str(value)) for column, value in row.items()}
                      for row in rows)
@@ -138,7 +139,8 @@ def read_answer_file(path: Path) -> RawFile:
     path = Path(path)
     raw = RawFile(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open(encoding="utf-8-sig", newline="") as fh:  # keep \r inside CSV cells
+            text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raw.problems.append(f"cannot read: {exc}")
         return raw
