@@ -36,9 +36,11 @@ def cost_table(bench: dict) -> pd.DataFrame:
 
 def with_risk(cost: pd.DataFrame, risk: pd.DataFrame) -> pd.DataFrame:
     """``cost`` with a column "risk ratio (<metric>)" per metric of ``risk`` (columns model,
-    method, sparsity, structure, metric, ratio; plus owl when it distinguishes OWL runs)."""
+    method, sparsity, structure, metric, ratio; plus owl when it distinguishes OWL runs), one
+    row per model and, where ``risk`` has them, per task and prompt (risk differs by dataset)."""
     keys = KEYS + (["owl"] if "owl" in risk.columns else [])
-    wide = risk.pivot_table(index=keys, columns="metric", values="ratio", aggfunc="first")
+    per = [c for c in ("task", "prompt") if c in risk.columns]
+    wide = risk.pivot_table(index=keys + per, columns="metric", values="ratio", aggfunc="first")
     wide.columns = [f"risk ratio ({m})" for m in wide.columns]
     left = cost.assign(sparsity=cost["sparsity"].round(6))
     right = wide.reset_index().assign(sparsity=lambda d: d["sparsity"].astype(float).round(6))

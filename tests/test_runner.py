@@ -178,3 +178,18 @@ def test_keep_checkpoints_false_drops_pruned_weights(make_study):
     assert (folder / "sparsity.json").exists() and (folder / "identity.json").exists()
     again = run_study(parse_study(raw), show_progress=False)  # nothing to redo
     assert again.count("done") == 0
+
+
+def test_stages_run_one_at_a_time(make_study):
+    path, raw = make_study("stages", prune=[{"method": "wanda", "sparsity": 0.5}], docs=2)
+    out = Path(raw["out"])
+    run_study(path, stage="prune", show_progress=False)
+    assert (out / "checkpoints" / "tiny" / "wanda-0.5" / "sparsity.json").exists()
+    assert not list(out.glob("generations/*.jsonl"))
+    blocked = run_study(path, stage="score", show_progress=False)  # nothing generated yet
+    assert {o.status for o in blocked.outcomes if o.stage == "score"} == {"blocked"}
+    run_study(path, stage="generate", show_progress=False)
+    assert len(list(out.glob("generations/*.jsonl"))) == 2 and not list(out.glob("scores/*"))
+    scored = run_study(path, stage="score", show_progress=False)
+    assert not scored.failed and len(list(out.glob("scores/*.parquet"))) == 2
+    assert run_study(path, stage="report", show_progress=False).report.exists()
