@@ -39,13 +39,31 @@ def hash_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def hash_checkpoint(directory: str | Path) -> str:
-    """Hash of a model directory's files (names and contents), excluding reports about it."""
+def hash_checkpoint(directory: str | Path, cache: dict | None = None) -> str:
+    """Hash of a model directory's files (names and contents), excluding reports about it.
+
+    ``cache`` (a dict the caller keeps, e.g. in a run manifest) remembers each folder's file
+    names, sizes and modification times with its hash, so an unchanged 140 GB checkpoint is
+    read once, not on every rerun."""
     directory = Path(directory)
+    files = _model_files(directory)
+    signature = [[rel, p.stat().st_size, p.stat().st_mtime_ns] for rel, p in files]
+    entry = (cache or {}).get(str(directory.resolve()))
+    if entry and entry["files"] == signature:
+        return entry["hash"]
     digest = hashlib.sha256()
+    for rel, path in files:
+        digest.update(rel.encode() + b"\0" + hash_file(path).encode() + b"\n")
+    result = digest.hexdigest()[:KEY_LENGTH]
+    if cache is not None:
+        cache[str(directory.resolve())] = {"files": signature, "hash": result}
+    return result
+
+
+def _model_files(directory: Path) -> list[tuple[str, Path]]:
+    files = []
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         rel = path.relative_to(directory).as_posix()
-        if path.name in _NOT_MODEL_FILES or any(part.startswith(".") for part in rel.split("/")):
-            continue
-        digest.update(rel.encode() + b"\0" + hash_file(path).encode() + b"\n")
-    return digest.hexdigest()[:KEY_LENGTH]
+        if path.name not in _NOT_MODEL_FILES and not any(part.startswith(".") for part in rel.split("/")):
+            files.append((rel, path))
+    return files

@@ -44,7 +44,9 @@ def resolve_model_dir(model, allow_downloads: bool = False) -> tuple[Path, str |
     return Path(local), Path(local).name  # snapshot folders are named by commit hash
 
 
-def model_identity(name: str, directory: Path, source: str, revision: str | None = None) -> ModelIdentity:
-    """Identity of a checkpoint folder: name, where it came from, and a hash of its files."""
+def model_identity(name: str, directory: Path, source: str, revision: str | None = None,
+                   hash_cache: dict | None = None) -> ModelIdentity:
+    """Identity of a checkpoint folder: name, where it came from, and a hash of its files
+    (``hash_cache``: see ``harness.hashing.hash_checkpoint``)."""
     return ModelIdentity(name=name, source=source, revision=revision,
-                         checkpoint_hash=hash_checkpoint(directory))
+                         checkpoint_hash=hash_checkpoint(directory, hash_cache))

@@ -218,3 +218,17 @@ def test_example_study_is_a_valid_config():
     assert [p.key for p in study.prune] == ["wanda-0.5", "wanda-2of4", "sparsegpt-0.5", "sparsegpt-2of4"]
     assert study.prune[0].calibration.source == str(example.parent / "c4-128x4096.pt")
     assert {t.name for t in study.tasks} == {"factcc", "polytope", "summeval", "legal_contracts", "rct"}
+
+
+def test_checkpoint_hash_cache_skips_unchanged_files_and_sees_changes(tmp_path, llama_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(llama_path, copy)
+    cache = {}
+    first = hash_checkpoint(copy, cache)
+    entry = cache[str(copy.resolve())]
+    entry["hash"] = "remembered"  # an unchanged folder is not read again
+    assert hash_checkpoint(copy, cache) == "remembered"
+    (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
+    assert hash_checkpoint(copy, cache) not in ("remembered", first)

@@ -63,8 +63,9 @@ class StudyPlan:
         return [c for c in self.cells if c.checkpoint.key == checkpoint.key]
 
 
-def plan_study(study: StudyConfig, limit: int | None = None) -> StudyPlan:
-    """The study's grid. ``limit`` caps documents per task (smoke runs)."""
+def plan_study(study: StudyConfig, limit: int | None = None, hash_cache: dict | None = None) -> StudyPlan:
+    """The study's grid. ``limit`` caps documents per task (smoke runs); ``hash_cache`` spares
+    rehashing unchanged dense checkpoints (``harness.hashing.hash_checkpoint``)."""
     from tasks import load_task
 
     tasks = {}
@@ -78,7 +79,7 @@ def plan_study(study: StudyConfig, limit: int | None = None) -> StudyPlan:
     for model in study.models:
         directory, revision = resolve_model_dir(model, study.allow_downloads)
         source = model.hub_id or str(model.path)
-        identity = model_identity(model.name, directory, source, revision)
+        identity = model_identity(model.name, directory, source, revision, hash_cache)
         dense_cells = {}
         for spec in [None, *study.prune]:
             key = content_key({"model": identity.checkpoint_hash, "dtype": model.dtype,

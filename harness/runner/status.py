@@ -30,8 +30,8 @@ class CellRow:
 def dry_run(study: StudyConfig, out: str | Path | None = None, limit: int | None = None) -> tuple[list[CellRow], int]:
     """Every cell with its cached state, and an estimate of the bytes still to be written."""
     store = RunStore(run_dir_for(study, out))
-    plan = plan_study(study, limit)
     manifest = store.read_manifest()
+    plan = plan_study(study, limit, dict(manifest.get("checkpoint_hashes", {})))
     rows = [_row(store, cell.info, manifest) for cell in plan.cells]
     estimate = 0
     for job in plan.checkpoints:

@@ -75,8 +75,9 @@ def _run_locked(store, study, result, limit, stage, executor, show_progress, rep
     atomic.write_text(store.study_yaml, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
     store.update_manifest(provenance=provenance({"generation": study.generation.seed,
                                                  "analysis": study.analysis.seed}))
-    plan = plan_study(study, limit)
-    store.update_manifest(skipped_records=plan.skipped_records)
+    hashes = store.read_manifest().get("checkpoint_hashes", {})
+    plan = plan_study(study, limit, hashes)
+    store.update_manifest(skipped_records=plan.skipped_records, checkpoint_hashes=hashes)
     stages.write_cell_files(store, plan.cells)
     log.info("study %s: %d checkpoints, %d cells -> %s", study.name, len(plan.checkpoints),
              len(plan.cells), store.root)
