@@ -8,7 +8,6 @@ gets a report that says what it lacks.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,17 +88,9 @@ def read_scores(path: Path) -> pd.DataFrame:
 
 def read_generations(path: Path) -> dict[str, str]:
     """doc_id -> generated text of one cell."""
-    texts = {}
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                texts[str(record["doc_id"])] = str(record["text"])
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise RunDataError(f"{path}: line {number}: not a generation record ({exc})") from None
-    return texts
+    from harness.records import read_generations as read_records
+
+    return {record.doc_id: record.text for record in read_records(path)}
 
 
 def load_run(run_dir: str | Path) -> RunData:

@@ -16,7 +16,6 @@ Which summary is A is also seeded: exactly ``N // 2`` items show the system unde
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from annotation.batch import (GUIDELINES, QUESTIONS, Batch, BatchError, BatchKey
 from annotation.formats import FORMATS, LABEL_STUDIO_CONFIG, file_name, label_studio_config, write_annotator_file
 from harness import atomic
 from harness.hashing import content_key
-from harness.records import CellInfo
+from harness.records import CellInfo, read_generations
 from harness.store import RunStore
 
 # task name -> {doc id -> article text}, or a function giving that for a task name
@@ -190,17 +189,7 @@ def _summaries(store: RunStore, cell: CellInfo) -> dict[str, str]:
     path = store.generation_path(cell.key)
     if not path.exists():
         raise BatchError(f"{path}: no generations for {cell.system} on {cell.task}; generate first")
-    out = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            out[record["doc_id"]] = record["text"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise BatchError(f"{path}: line {number}: not a generation record with doc_id and text "
-                             f"({exc.__class__.__name__}: {exc})") from None
-    return out
+    return {record.doc_id: record.text for record in read_generations(path)}
 
 
 def _documents_getter(run_dir, documents: Documents | None) -> Callable[[str], Mapping[str, str]]:

@@ -179,7 +179,7 @@ def _read_csv(text: str, raw: RawFile) -> None:
 
 
 def _read_jsonl(text: str, raw: RawFile) -> None:
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 may be in a string
         if not line.strip():
             continue
         try:

@@ -6,9 +6,13 @@ manifest or to a cell's ``*.meta.json``, so two runs of the same study compare e
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.errors import PrunescopeError
+from harness.jsonl import jsonl_lines
 
 SCHEMA_VERSION = 1
 
@@ -81,3 +85,21 @@ class GenerationRecord(Record):
     model: ModelIdentity
     sampling: dict
     duplicate_of: str | None = None
+
+
+class RecordError(PrunescopeError):
+    """An artifact file whose records do not parse."""
+
+
+def read_generations(path: str | Path) -> list[GenerationRecord]:
+    """The records of a ``generations/<cell-key>.jsonl``; a bad line raises ``RecordError``
+    naming the file, the line and the field."""
+    records = []
+    for number, line in jsonl_lines(path, RecordError):
+        try:
+            records.append(GenerationRecord.model_validate_json(line))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "(record)"
+            raise RecordError(f"{path}: line {number}: {field}: {err['msg']}") from None
+    return records

@@ -15,7 +15,7 @@ from analysis.load import RunDataError, load_run
 from analysis.risk import compare, get_definition, holm, risk_pivot, risk_table
 from harness import atomic
 from harness.errors import PrunescopeError
-from harness.records import CellInfo, PruneSpecInfo
+from harness.records import CellInfo, GenerationRecord, ModelIdentity, PruneSpecInfo
 
 SCORE_COLUMNS = ["summary_tokens", "summary_words", "harim_plus", "harim", "harim_loglik", "summac_zs",
                  "summac_conv", "rouge1_ref", "rouge2_ref", "rougeL_ref", "rouge1_src", "rouge2_src",
@@ -23,6 +23,14 @@ SCORE_COLUMNS = ["summary_tokens", "summary_words", "harim_plus", "harim", "hari
                  "novel_4", "repetition"]
 SPECS = (PruneSpecInfo(), PruneSpecInfo(method="wanda", sparsity=0.5),
          PruneSpecInfo(method="magnitude", sparsity=0.5), PruneSpecInfo(method="sparsegpt", structure="2:4", sparsity=0.5))
+
+
+def generation(doc_id: str, text: str, model: str) -> GenerationRecord:
+    identity = ModelIdentity(name=model, source=model, checkpoint_hash="0" * 16)
+    return GenerationRecord(doc_id=doc_id, prompt_id="A", prompt_hash="h", text=text,
+                            output_token_ids=[1], prompt_tokens=1, output_tokens=1,
+                            finish_reason="stop", truncated=False, backend="hf", model=identity,
+                            sampling={})
 
 
 def make_run(root, tasks=("news", "dialog"), models=("tiny",), specs=SPECS, n_docs=12, seed=0,
@@ -46,7 +54,7 @@ def make_run(root, tasks=("news", "dialog"), models=("tiny",), specs=SPECS, n_do
                 scores.insert(0, "doc_id", [f"{task}-{i:03d}" for i in range(n_docs)])
                 scores["empty"] = np.arange(n_docs) == 0
                 atomic.write_with(root / "scores" / f"{key}.parquet", lambda p, s=scores: s.to_parquet(p))
-                lines = [{"doc_id": d, "text": texts(i) if texts else f"Summary {i} by {spec.label}."}
+                lines = [generation(d, texts(i) if texts else f"Summary {i} by {spec.label}.", model)
                          for i, d in enumerate(scores["doc_id"])]
                 atomic.write_jsonl(root / "generations" / f"{key}.jsonl", lines)
     for model in models:

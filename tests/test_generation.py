@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 
 from harness.config import GenerationConfig
 from harness.errors import PrunescopeError
+from harness.records import RecordError
 from harness.generation import (GenerationError, GenerationWorkerError, generate_cell,
                                 generate_cell_in_subprocess, meta_path, read_generations)
 from harness.generation.backends import padding_token_id
@@ -135,10 +136,10 @@ def test_bad_generation_lines_name_file_and_line(llama_path, tmp_path):
     line = good.model_dump(mode="json")
     del line["prompt_hash"]
     bad.write_text(good.model_dump_json() + "\n" + json.dumps(line) + "\n")
-    with pytest.raises(GenerationError, match=r"bad\.jsonl: line 2: prompt_hash: Field required"):
+    with pytest.raises(RecordError, match=r"bad\.jsonl: line 2: prompt_hash: Field required"):
         read_generations(bad)
     bad.write_text("{not json\n")
-    with pytest.raises(GenerationError, match=r"bad\.jsonl: line 1"):
+    with pytest.raises(RecordError, match=r"bad\.jsonl: line 1"):
         read_generations(bad)
 
 
@@ -211,3 +212,17 @@ def test_cli_generates_a_cell_from_a_task(llama_path, tmp_path, capsys):
     assert not records[0].model.source.startswith("/")
     assert main(["generate", "--model", str(tmp_path), "--task", "demo", "--out", str(out)]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_generated_text_with_unicode_line_separators_round_trips(tmp_path):
+    from harness import atomic
+    from harness.records import GenerationRecord, ModelIdentity
+
+    identity = ModelIdentity(name="m", source="m", checkpoint_hash="0" * 16)
+    text = "first\u2028second\u0085third\x1cfourth\r\nfifth"  # str.splitlines breaks at each
+    record = GenerationRecord(doc_id="d", prompt_id="A", prompt_hash="h", text=text,
+                              output_token_ids=[1], prompt_tokens=3, output_tokens=1,
+                              finish_reason="stop", truncated=False, backend="hf", model=identity,
+                              sampling={})
+    atomic.write_jsonl(tmp_path / "g.jsonl", [record, record])
+    assert read_generations(tmp_path / "g.jsonl") == [record, record]

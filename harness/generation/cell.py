@@ -11,8 +11,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from harness import atomic
 from harness.config import GenerationConfig
 from harness.errors import PrunescopeError
@@ -70,26 +68,6 @@ def generate_cell(model_dir: str | Path, documents: Sequence[tuple[str, str]], p
     atomic.write_jsonl(out, records)
     atomic.write_json(meta_path(out), _meta(config, backend, layout, records, len(unique),
                                             load_s=loaded - started, generate_s=generated - loaded))
-    return records
-
-
-def read_generations(path: str | Path) -> list[GenerationRecord]:
-    """The records of a generations JSONL; a bad line raises an error naming file and line."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise GenerationError(f"{path}: cannot read generations: {exc.strerror}") from None
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(GenerationRecord.model_validate_json(line))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "(record)"
-            raise GenerationError(f"{path}: line {number}: {field}: {err['msg']}") from None
     return records
 
 

@@ -33,7 +33,7 @@ def generate_cell_in_subprocess(model_dir: str | Path, documents: Sequence[tuple
                                 out: str | Path, *, chat_family: str = "auto") -> list[GenerationRecord]:
     """``generate_cell`` in its own process; the child's bad-input errors are raised here as a
     ``PrunescopeError`` with its message, anything else as ``GenerationWorkerError``."""
-    from harness.generation.cell import read_generations
+    from harness.records import read_generations
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,12 +10,12 @@ start at seeded random offsets (with replacement, as the reference C4 loader dra
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import torch
 
 from harness.errors import PrunescopeError
+from harness.jsonl import json_objects
 from harness.pruning.spec import CalibrationSpec
 
 TOKEN_FILES = (".pt", ".npy", ".safetensors")
@@ -49,14 +49,8 @@ def _task_text(name: str) -> tuple[str, str]:
 
 def _jsonl_text(path: Path) -> str:
     documents = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CalibrationError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
-        text = record.get("text", record.get("document")) if isinstance(record, dict) else None
+    for number, record in json_objects(path, CalibrationError):
+        text = record.get("text", record.get("document"))
         if not isinstance(text, str):
             raise CalibrationError(f"{path}: line {number}: field 'text' (or 'document') missing or not a string")
         documents.append(text)

@@ -178,7 +178,7 @@ def score_cell(generations_path: str | Path, sources: dict[str, str],
                cell: CellInfo | None = None) -> "pandas.DataFrame":  # noqa: F821
     """Score one cell's generations and write ``out`` (parquet) atomically, with the cell and
     the scorer provenance under the file metadata key ``prunescope``."""
-    from harness.generation import read_generations
+    from harness.records import read_generations
 
     records = read_generations(generations_path)
     summaries = [{"doc_id": r.doc_id, "text": r.text, "output_tokens": r.output_tokens}

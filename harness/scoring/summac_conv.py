@@ -11,7 +11,6 @@ score = softmax(logits)[1]. Weights load from a checkpoint with the released key
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -160,18 +159,10 @@ def train_summac_conv(pairs_jsonl: str | Path, nli_model: str | Path, out: str |
 
 
 def read_training_pairs(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
+    from harness.jsonl import json_objects
+
     sources, summaries, labels = [], [], []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConvWeightsError(f"{path}: cannot read: {exc.strerror}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConvWeightsError(f"{path}: line {number}: not JSON: {exc.msg}") from None
+    for number, obj in json_objects(path, ConvWeightsError):
         for field, kind in (("source", str), ("summary", str), ("label", int)):
             if not isinstance(obj.get(field), kind) or isinstance(obj.get(field), bool):
                 raise ConvWeightsError(f"{path}: line {number}: field {field!r} must be a {kind.__name__}")
