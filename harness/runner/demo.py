@@ -15,7 +15,7 @@ from pathlib import Path
 from harness import atomic
 from harness.config import StudyConfig, parse_study
 from harness.pruning.spec import METHODS
-from harness.runner.study import RunResult, run_study
+from harness.runner.study import RunResult, quiet_libraries, run_study
 from harness.tiny_models import tiny_model
 
 # One small KV cache, and the engine core inside each cell's worker process rather than in
@@ -84,6 +84,7 @@ def run_demo(out: str | Path = "runs/demo", documents: int = 30, backend: str = 
         os.environ.setdefault(key, value)
     out = Path(out).resolve()
     study = demo_study(out, documents, backend)
+    quiet_libraries()
     train_demo_head(study)
     result = run_study(study, out, show_progress=show_progress, report=False)
     if not result.failed:

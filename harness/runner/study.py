@@ -60,6 +60,7 @@ def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
         raise ValueError(f"stage must be one of {', '.join(STAGES)} (got {stage!r})")
     store = RunStore(run_dir_for(study, out))
     result = RunResult(store.root)
+    quiet_libraries()
     with store.lock():
         handler = _log_to(store.log_path)
         try:
@@ -120,12 +121,22 @@ def _perplexity_text(study: StudyConfig, plan: StudyPlan) -> str:
 
 
 def _log_to(path: Path) -> logging.Handler:
+    """Stage outcomes go to run.log (the progress bar shows counts; failures are printed at
+    the end), not to whatever console handler a library installed on the root logger."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    log.propagate = False
     return handler
+
+
+def quiet_libraries() -> None:
+    """One progress bar per run instead of one per model load."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _progress(total: int, desc: str, enabled: bool):
