@@ -232,3 +232,23 @@ def test_checkpoint_hash_cache_skips_unchanged_files_and_sees_changes(tmp_path, 
     assert hash_checkpoint(copy, cache) == "remembered"
     (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
     assert hash_checkpoint(copy, cache) not in ("remembered", first)
+
+
+def test_hub_models_resolve_from_the_local_cache_only(tmp_path, llama_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub.constants
+
+    from harness.config import ModelConfig
+    from harness.models import ModelNotAvailableError, resolve_model_dir
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    commit = "a" * 40
+    repo = tmp_path / "models--org--tiny"
+    shutil.copytree(llama_path, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    directory, resolved = resolve_model_dir(ModelConfig(name="t", hub_id="org/tiny", revision="main"))
+    assert resolved == commit and (directory / "config.json").exists()  # the pinned commit is recorded
+    with pytest.raises(ModelNotAvailableError, match="org/other@main is not in the local Hugging Face cache"):
+        resolve_model_dir(ModelConfig(name="t", hub_id="org/other", revision="main"), allow_downloads=True)
