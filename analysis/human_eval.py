@@ -25,8 +25,13 @@ def report_section(run_dir: str | Path, risk: pd.DataFrame | None = None) -> Rep
     agreement = result.agreement.assign(value=result.agreement["value"].map(_number),
                                         ci=[_interval(lo, hi) for lo, hi in
                                             zip(result.agreement["ci_low"], result.agreement["ci_high"])])
-    agreement = agreement[["batch", "question", "statistic", "annotators", "n_items", "value", "ci",
-                           "band", "note"]].fillna("")
+    if not result.preferences.empty:  # name each batch's (unblinded) system for the reader
+        systems = result.preferences.drop_duplicates("batch").set_index("batch")["system"]
+        agreement = agreement.assign(system=agreement["batch"].map(systems))
+    else:
+        agreement = agreement.assign(system="")
+    agreement = agreement[["batch", "system", "question", "statistic", "annotators", "n_items", "value",
+                           "ci", "band", "note"]].fillna("")
     preferences = result.preferences.assign(p_value=result.preferences["p_value"].map(_number))
     text = ("Blinded pairwise judgements: annotators saw the article and two summaries in random "
             "order (A/B) and answered four questions with A, B or tie. Agreement is Cohen's kappa "
