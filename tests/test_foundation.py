@@ -252,3 +252,15 @@ def test_hub_models_resolve_from_the_local_cache_only(tmp_path, llama_path, monk
     assert resolved == commit and (directory / "config.json").exists()  # the pinned commit is recorded
     with pytest.raises(ModelNotAvailableError, match="org/other@main is not in the local Hugging Face cache"):
         resolve_model_dir(ModelConfig(name="t", hub_id="org/other", revision="main"), allow_downloads=True)
+
+
+def test_help_lists_every_subcommand(capsys):
+    from harness.cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("annotate", "bench", "demo", "generate", "perplexity", "prune", "report", "run",
+                    "score", "status", "tasks", "tiny-models", "train-summac-conv"):
+        assert f"    {command}" in out
