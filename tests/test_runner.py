@@ -82,7 +82,7 @@ def test_killed_run_resumes_to_the_same_results(make_study):
     deadline = time.time() + 240
     while not list((run_dir / "generations").glob("*.jsonl")):
         assert proc.poll() is None and time.time() < deadline, "run ended before any generation"
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)  # mid-run: one cell generated, the rest not
     proc.wait()
     assert len(list((run_dir / "generations").glob("*.jsonl"))) < 3
