@@ -87,7 +87,7 @@ def run_local(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexit
         cells = plan.cells_of(job)
         pending = [c for c in cells if not store.generation_path(c.info.key).exists()]
         ready = None
-        if only in (None, "prune", "generate") or pending:
+        if only != "score":  # scoring alone never prunes
             outcome, ready = checkpoint_stage(store.root, job, study, perplexity_text,
                                               need_weights=bool(pending) and only != "prune")
             for cell in cells:
@@ -124,6 +124,9 @@ def run_ray(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_
     cell_task = ray.remote(num_gpus=gpus)(_ray_cell)
     ckpt_refs = {}
     for job in plan.checkpoints:
+        if only == "score":  # scoring alone never prunes
+            ckpt_refs[job.key] = ray.put((None, None))
+            continue
         pending = any(not store.generation_path(c.info.key).exists() for c in plan.cells_of(job))
         ckpt_refs[job.key] = prune_task.remote(store.root, job, study, perplexity_text,
                                                pending and only != "prune")
@@ -135,7 +138,7 @@ def run_ray(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_
                 plan.tasks[cell.info.task], scorer_key, only)
     for job in plan.checkpoints:
         outcome, _ = ray.get(ckpt_refs[job.key])
-        for cell in plan.cells_of(job):
+        for cell in plan.cells_of(job) if outcome is not None else ():
             record(Outcome(cell.info.key, "prune", outcome.status, outcome.seconds, outcome.details))
     for cell in plan.cells:
         if cell.info.key in cell_refs:
