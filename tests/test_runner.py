@@ -109,6 +109,8 @@ def test_changing_one_prune_spec_recomputes_only_its_cells(make_study):
     changed = {r.key for r in run_status(raw["out"]) if r.system.endswith("magnitude-0.3")}
     assert {key for key, _ in redone} == changed
     assert {stage for _, stage in redone} == {"prune", "generate", "score"}
+    third = run_study(path, show_progress=False)  # and a rerun of a finished run redoes nothing
+    assert third.count("done") == 0 and third.count("cached") > 0
 
 
 def test_failed_cell_is_reported_and_others_complete(make_study, tmp_path, capsys):

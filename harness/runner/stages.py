@@ -117,7 +117,7 @@ def ensure_scores(store: RunStore, cell: CellJob, scorers, scorer_key: str, task
     """Score the cell's generations unless scores made with this scorer key exist."""
     path = store.score_path(cell.info.key)
     done = store.read_manifest().get("cells", {}).get(cell.info.key, {}).get("score", {})
-    if path.exists() and done.get("status") == "done" and done.get("scorer_key") == scorer_key:
+    if path.exists() and done.get("status") in ("done", "cached") and done.get("scorer_key") == scorer_key:
         return False
     from harness.scoring import score_cell
 
