@@ -135,6 +135,13 @@ class StudyConfig(Section):
                             ("tasks", [t.name for t in self.tasks])):
             if len(set(names)) != len(names):
                 raise ValueError(f"{kind}: names must be unique (got {names})")
+        folders = [spec.key for spec in self.prune]
+        for i, folder in enumerate(folders):
+            if folder in folders[:i]:
+                raise ValueError(
+                    f"prune[{i}] would share the checkpoint folder {folder!r} with "
+                    f"prune[{folders.index(folder)}]; specs that differ only in calibration or "
+                    "solver settings need separate studies (run directories)")
         if "summac_conv" in self.scoring.metrics and self.scoring.summac_conv_weights is None:
             raise ValueError("the summac_conv metric needs scoring.summac_conv_weights (the released "
                              "checkpoint or one from `prunescope train-summac-conv`)")

@@ -264,3 +264,9 @@ def test_help_lists_every_subcommand(capsys):
     for command in ("annotate", "bench", "demo", "generate", "perplexity", "prune", "report", "run",
                     "score", "status", "tasks", "tiny-models", "train-summac-conv"):
         assert f"    {command}" in out
+
+
+def test_two_prune_specs_sharing_a_checkpoint_folder_are_refused(tmp_path, llama_path):
+    prune = "[{method: wanda, sparsity: 0.5}, {method: wanda, sparsity: 0.5, calibration: {seed: 1}}]"
+    with pytest.raises(ConfigError, match="prune\\[1\\] would share the checkpoint folder 'wanda-0.5'"):
+        load_study(_write_study(tmp_path, _study(llama_path, prune=prune)))
