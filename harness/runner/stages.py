@@ -114,16 +114,17 @@ def ensure_generation(store: RunStore, cell: CellJob, ready: ReadyCheckpoint,
 
 
 def ensure_scores(store: RunStore, cell: CellJob, scorers, scorer_key: str, task_data) -> bool:
-    """Score the cell's generations unless scores made with this scorer key exist."""
-    path = store.score_path(cell.info.key)
+    """Score the cell's generations unless scores newer than them, made with this scorer key, exist."""
+    path, generations = store.score_path(cell.info.key), store.generation_path(cell.info.key)
     done = store.read_manifest().get("cells", {}).get(cell.info.key, {}).get("score", {})
-    if path.exists() and done.get("status") in ("done", "cached") and done.get("scorer_key") == scorer_key:
+    fresh = path.exists() and path.stat().st_mtime_ns >= generations.stat().st_mtime_ns
+    if fresh and done.get("status") in ("done", "cached") and done.get("scorer_key") == scorer_key:
         return False
     from harness.scoring import score_cell
 
     sources = {r.id: r.document for r in task_data.records}
     references = {r.id: r.reference for r in task_data.records}
-    score_cell(store.generation_path(cell.info.key), sources, references, scorers, path, cell=cell.info)
+    score_cell(generations, sources, references, scorers, path, cell=cell.info)
     return True
 
 
