@@ -114,7 +114,8 @@ def ensure_generation(store: RunStore, cell: CellJob, ready: ReadyCheckpoint,
 
 
 def ensure_scores(store: RunStore, cell: CellJob, scorers, scorer_key: str, task_data) -> bool:
-    """Score the cell's generations unless scores newer than them, made with this scorer key, exist."""
+    """Score the cell's generations unless scores newer than them, made with this scorer key,
+    exist."""
     path, generations = store.score_path(cell.info.key), store.generation_path(cell.info.key)
     done = store.read_manifest().get("cells", {}).get(cell.info.key, {}).get("score", {})
     fresh = path.exists() and path.stat().st_mtime_ns >= generations.stat().st_mtime_ns
