@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from harness.errors import PrunescopeError
-from harness.records import CellInfo, PruneSpecInfo
+from harness.records import CellInfo
 
 # Columns that identify a cell in every table built from a run.
 CELL_COLUMNS = ["cell", "model", "method", "sparsity", "structure", "owl", "label", "system",
@@ -44,14 +44,6 @@ def cell_row(info: CellInfo) -> dict:
     return {"cell": info.key, "model": info.model, "method": p.method, "sparsity": p.sparsity,
             "structure": p.structure, "owl": p.owl, "label": p.label, "system": info.system,
             "task": info.task, "prompt": info.prompt}
-
-
-def checkpoint_folder(prune: PruneSpecInfo) -> str:
-    """The folder name under ``checkpoints/<model>/`` (mirrors ``PruneSpec.key``)."""
-    if prune.method == "dense":
-        return "dense"
-    amount = prune.structure.replace(":", "of") if prune.structure != "unstructured" else f"{prune.sparsity:g}"
-    return f"{prune.method}{'-owl' if prune.owl else ''}-{amount}"
 
 
 def read_cells(root: Path) -> dict[str, CellInfo]:

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from analysis.load import RunData, checkpoint_folder, read_generations
+from analysis.load import RunData, read_generations
 
 QUALITY = {"rouge1_ref": "ROUGE-1", "rouge2_ref": "ROUGE-2", "rougeL_ref": "ROUGE-L"}
 OVERLAP = {"rouge1_src": "ROUGE-1 src", "rouge2_src": "ROUGE-2 src", "rougeL_src": "ROUGE-L src",
@@ -39,7 +39,7 @@ def output_table(run: RunData) -> tuple[pd.DataFrame, list[str]]:
     perplexities = []
     for key in table["cell"]:
         info = run.cells[key]
-        rel = f"checkpoints/{info.model}/{checkpoint_folder(info.prune)}/perplexity.json"
+        rel = f"checkpoints/{info.model}/{info.prune.folder}/perplexity.json"
         path = run.root / rel
         perplexities.append(json.loads(path.read_text())["perplexity"] if path.exists() else np.nan)
         if path.exists():
@@ -51,7 +51,7 @@ def output_table(run: RunData) -> tuple[pd.DataFrame, list[str]]:
 def sparsity_table(run: RunData) -> tuple[pd.DataFrame, list[str]]:
     """Target vs measured sparsity per pruned checkpoint, from its sparsity.json."""
     rows, sources = [], []
-    checkpoints = {(c.model, checkpoint_folder(c.prune)): c.prune for c in run.cells.values()
+    checkpoints = {(c.model, c.prune.folder): c.prune for c in run.cells.values()
                    if c.prune.method != "dense"}
     for (model, folder), prune in sorted(checkpoints.items()):
         rel = f"checkpoints/{model}/{folder}/sparsity.json"

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import PrunescopeError
 from harness.jsonl import jsonl_lines
+from harness.pruning.spec import prune_name
 
 SCHEMA_VERSION = 1
 
@@ -45,10 +46,12 @@ class PruneSpecInfo(Record):
     @property
     def label(self) -> str:
         """Short system label used in tables, e.g. ``wanda-2:4`` or ``sparsegpt-0.5``."""
-        if self.method == "dense":
-            return "dense"
-        amount = self.structure if self.structure != "unstructured" else f"{self.sparsity:g}"
-        return f"{self.method}{'-owl' if self.owl else ''}-{amount}"
+        return prune_name(self.method, self.sparsity, self.structure, self.owl)
+
+    @property
+    def folder(self) -> str:
+        """The checkpoint folder under ``checkpoints/<model>/``, e.g. ``wanda-2of4``."""
+        return prune_name(self.method, self.sparsity, self.structure, self.owl, nm_sep="of")
 
 
 class CellInfo(Record):

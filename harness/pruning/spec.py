@@ -94,11 +94,19 @@ class PruneSpec:
     @property
     def key(self) -> str:
         """Readable folder name of the pruned checkpoint, e.g. ``wanda-2of4`` or ``sparsegpt-0.5``."""
-        amount = self.structure.replace(":", "of") if self.nm else f"{self.sparsity:g}"
-        return f"{self.method}{'-owl' if self.owl else ''}-{amount}"
+        return prune_name(self.method, self.sparsity, self.structure, self.owl is not None, nm_sep="of")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def prune_name(method: str, sparsity: float, structure: str, owl: bool, nm_sep: str = ":") -> str:
+    """A system's short name: ``dense``, ``wanda-0.5``, ``sparsegpt-owl-0.6``, ``wanda-2:4``
+    (``nm_sep="of"`` gives ``wanda-2of4``, the checkpoint folder name)."""
+    if method == "dense":
+        return "dense"
+    amount = structure.replace(":", nm_sep) if structure != "unstructured" else f"{sparsity:g}"
+    return f"{method}{'-owl' if owl else ''}-{amount}"
 
 
 def parse_nm(structure: str) -> tuple[int, int]:
