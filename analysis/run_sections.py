@@ -67,9 +67,10 @@ def risk_section(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | No
     )
 
 
-def _means_section(title: str, caption: str, metrics: dict, text: str):
+def _table_section(title: str, caption: str, text: str, build):
+    """A provider of one table: ``build(run) -> (table, sources)``; None when the table is empty."""
     def provider(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | None:
-        table, sources = tables.metric_means(run_data(run_dir), metrics)
+        table, sources = build(run_data(run_dir))
         if table.empty:
             return None
         return ReportSection(title, text, {caption: table}, [], sources)
@@ -78,46 +79,30 @@ def _means_section(title: str, caption: str, metrics: dict, text: str):
     return provider
 
 
-quality_section = _means_section(
-    "Summary quality", "Mean ROUGE F1 against the reference summaries", tables.QUALITY,
+quality_section = _table_section(
+    "Summary quality", "Mean ROUGE F1 against the reference summaries",
     "ROUGE F1 of each system's summaries against the task's reference summaries (tasks "
-    "without references have none); docs: documents scored.")
-overlap_section = _means_section(
-    "Lexical overlap", "Mean lexical overlap with the source document", tables.OVERLAP,
+    "without references have none); docs: documents scored.",
+    lambda run: tables.metric_means(run, tables.QUALITY))
+overlap_section = _table_section(
+    "Lexical overlap", "Mean lexical overlap with the source document",
     "ROUGE F1 against the source, extractive fragment coverage and density, and the share of "
-    "summary n-grams absent from the source: how much each system copies.")
-
-
-def output_section(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | None:
-    table, sources = tables.output_table(run_data(run_dir))
-    if table.empty:
-        return None
-    return ReportSection(
-        "Output length, empty outputs, repetition and perplexity",
-        "Mean summary length in generated tokens, share of empty summaries, mean share of "
-        "repeated 3-grams within a summary, and the checkpoint's perplexity (perplexity.json).",
-        {"Per-system output statistics": table}, [], sources)
-
-
-def sparsity_section(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | None:
-    table, sources = tables.sparsity_table(run_data(run_dir))
-    if table.empty:
-        return None
-    return ReportSection(
-        "Measured vs target sparsity",
-        "Measured sparsity counts zeros over the pruned Linear weights (sparsity.json).",
-        {"Target and measured sparsity per pruned checkpoint": table}, [], sources)
-
-
-def summaries_section(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | None:
-    table, sources = tables.summaries_table(run_data(run_dir))
-    if table.empty:
-        return None
-    return ReportSection(
-        "Example summaries",
-        "The first documents (by id) of each task, summarized by every system; long summaries "
-        "are cut at 300 characters.",
-        {"Generated summaries": table}, [], sources)
+    "summary n-grams absent from the source: how much each system copies.",
+    lambda run: tables.metric_means(run, tables.OVERLAP))
+output_section = _table_section(
+    "Output length, empty outputs, repetition and perplexity", "Per-system output statistics",
+    "Mean summary length in generated tokens, share of empty summaries, mean share of "
+    "repeated 3-grams within a summary, and the checkpoint's perplexity (perplexity.json).",
+    tables.output_table)
+sparsity_section = _table_section(
+    "Measured vs target sparsity", "Target and measured sparsity per pruned checkpoint",
+    "Measured sparsity counts zeros over the pruned Linear weights (sparsity.json).",
+    tables.sparsity_table)
+summaries_section = _table_section(
+    "Example summaries", "Generated summaries",
+    "The first documents (by id) of each task, summarized by every system; long summaries "
+    "are cut at 300 characters.",
+    tables.summaries_table)
 
 
 def missing_section(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | None:
