@@ -68,10 +68,6 @@ def cell_stages(root: Path, cell: CellJob, ready, study: StudyConfig, task_data,
     if only in (None, "score"):
         if not store.generation_path(key).exists():
             return outcomes + [Outcome(key, "score", "blocked", details={"error": "no generations yet"})]
-        if scorers is None:
-            from harness.scoring import Scorers
-
-            scorers = Scorers(study.scoring)
         outcome, _ = _attempt(key, "score", lambda: (stages.ensure_scores(
             store, cell, scorers, scorer_key, task_data), None))
         outcome.details["scorer_key"] = scorer_key
@@ -82,24 +78,18 @@ def cell_stages(root: Path, cell: CellJob, ready, study: StudyConfig, task_data,
 def run_local(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_text,
               scorer_key: str, only: str | None, record, progress) -> None:
     """Checkpoint by checkpoint: prune it, then generate and score each of its cells."""
-    scorers = None
+    scorers = _scorers(study)  # one set of scorer models for the whole study
     for job in plan.checkpoints:
         cells = plan.cells_of(job)
-        pending = [c for c in cells if not store.generation_path(c.info.key).exists()]
         ready = None
         if only != "score":  # scoring alone never prunes
             outcome, ready = checkpoint_stage(store.root, job, study, perplexity_text,
-                                              need_weights=bool(pending) and only != "prune")
-            for cell in cells:
-                record(Outcome(cell.info.key, "prune", outcome.status, outcome.seconds, outcome.details))
+                                              _needs_weights(store, cells, only))
+            _record_for_cells(record, outcome, cells)
         if only == "prune":
             progress(len(cells))
             continue
         for cell in cells:
-            if scorers is None and only in (None, "score"):
-                from harness.scoring import Scorers
-
-                scorers = Scorers(study.scoring)
             for outcome in cell_stages(store.root, cell, ready, study, plan.tasks[cell.info.task],
                                        scorers, scorer_key, only):
                 record(outcome)
@@ -127,9 +117,8 @@ def run_ray(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_
         if only == "score":  # scoring alone never prunes
             ckpt_refs[job.key] = ray.put((None, None))
             continue
-        pending = any(not store.generation_path(c.info.key).exists() for c in plan.cells_of(job))
         ckpt_refs[job.key] = prune_task.remote(store.root, job, study, perplexity_text,
-                                               pending and only != "prune")
+                                               _needs_weights(store, plan.cells_of(job), only))
     cell_refs = {}
     if only != "prune":
         for cell in plan.cells:
@@ -138,8 +127,8 @@ def run_ray(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_
                 plan.tasks[cell.info.task], scorer_key, only)
     for job in plan.checkpoints:
         outcome, _ = ray.get(ckpt_refs[job.key])
-        for cell in plan.cells_of(job) if outcome is not None else ():
-            record(Outcome(cell.info.key, "prune", outcome.status, outcome.seconds, outcome.details))
+        if outcome is not None:
+            _record_for_cells(record, outcome, plan.cells_of(job))
     for cell in plan.cells:
         if cell.info.key in cell_refs:
             for outcome in ray.get(cell_refs[cell.info.key]):
@@ -151,7 +140,25 @@ def run_ray(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_
 
 def _ray_cell(root, cell, checkpoint_result, study, task_data, scorer_key, only):
     _, ready = checkpoint_result
-    return cell_stages(root, cell, ready, study, task_data, None, scorer_key, only)
+    return cell_stages(root, cell, ready, study, task_data, _scorers(study), scorer_key, only)
+
+
+def _scorers(study: StudyConfig):
+    """The study's scorers; their models load on first use, so this is cheap."""
+    from harness.scoring import Scorers
+
+    return Scorers(study.scoring)
+
+
+def _needs_weights(store: RunStore, cells, only: str | None) -> bool:
+    """Whether a checkpoint's weights must exist: some cell still has to generate from them."""
+    return only != "prune" and any(not store.generation_path(c.info.key).exists() for c in cells)
+
+
+def _record_for_cells(record, outcome: Outcome, cells) -> None:
+    """A checkpoint's outcome is recorded under each of its cells (status shows it per cell)."""
+    for cell in cells:
+        record(Outcome(cell.info.key, "prune", outcome.status, outcome.seconds, outcome.details))
 
 
 def _maybe_drop_weights(store: RunStore, job: CheckpointJob, cells, study: StudyConfig) -> None:
