@@ -111,6 +111,13 @@ def test_changing_one_prune_spec_recomputes_only_its_cells(make_study):
     assert {stage for _, stage in redone} == {"prune", "generate", "score"}
     third = run_study(path, show_progress=False)  # and a rerun of a finished run redoes nothing
     assert third.count("done") == 0 and third.count("cached") > 0
+    raw["perplexity"]["max_windows"] = 2  # perplexity settings redo only the perplexities
+    path.write_text(yaml.safe_dump(raw))
+    fourth = run_study(path, show_progress=False)
+    assert {o.stage for o in fourth.outcomes if o.status == "done"} == {"prune"}
+    for folder in ("dense", "magnitude-0.3", "wanda-2of4"):
+        report = Path(raw["out"], "checkpoints", "tiny", folder, "perplexity.json")
+        assert json.loads(report.read_text())["windows"] == 2
 
 
 def test_failed_cell_is_reported_and_others_complete(make_study, tmp_path, capsys):

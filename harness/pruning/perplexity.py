@@ -16,6 +16,11 @@ class PerplexityError(PrunescopeError):
     """A text that does not fill one window."""
 
 
+def text_hash(text: str) -> str:
+    """The short hash that identifies a perplexity text in ``perplexity.json``."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def perplexity(model_or_dir, text: str, *, seqlen: int, max_windows: int | None = None,
                tokenizer=None, device=None) -> dict:
     """exp(mean next-token NLL) over the first ``max_windows`` full windows of ``text``
@@ -36,7 +41,7 @@ def perplexity(model_or_dir, text: str, *, seqlen: int, max_windows: int | None 
             total_nll += float(-logits.log_softmax(-1).gather(1, targets.unsqueeze(1)).sum())
             count += targets.numel()
     return {"perplexity": math.exp(total_nll / count),
-            "text_hash": hashlib.sha256(text.encode()).hexdigest()[:16],
+            "text_hash": text_hash(text),
             "seqlen": seqlen, "windows": windows}
 
 

@@ -7,7 +7,6 @@ a run killed at any point resumes here without recomputing finished work. The ex
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,17 +65,15 @@ def _pruned_checkpoint(store, job, folder: Path, need_weights: bool) -> tuple[bo
 
 
 def _ensure_perplexity(folder: Path, model_dir: Path, text: str, study: StudyConfig) -> bool:
-    from harness.pruning.perplexity import perplexity
+    from harness.pruning.perplexity import perplexity, text_hash
 
     path = folder / "perplexity.json"
-    text_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old.get("text_hash") == text_hash and old.get("seqlen") == study.perplexity.seqlen:
-            return False
-    result = perplexity(model_dir, text, seqlen=study.perplexity.seqlen,
-                        max_windows=study.perplexity.max_windows)
-    atomic.write_json(path, {**result, "text_hash": text_hash})
+    settings = {"text_hash": text_hash(text), "seqlen": study.perplexity.seqlen,
+                "max_windows": study.perplexity.max_windows}
+    if path.exists() and settings.items() <= json.loads(path.read_text()).items():
+        return False
+    result = perplexity(model_dir, text, seqlen=settings["seqlen"], max_windows=settings["max_windows"])
+    atomic.write_json(path, {**result, **settings})
     return True
 
 
