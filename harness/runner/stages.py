@@ -47,9 +47,14 @@ def ensure_checkpoint(store: RunStore, job: CheckpointJob, study: StudyConfig,
     return pruned or measured, ready
 
 
+def is_pruned(store: RunStore, job: CheckpointJob) -> bool:
+    """Whether this job's pruning is on disk (the folder's key file names this very job)."""
+    key_file = store.checkpoint_dir(job.model, job.folder) / _KEY_FILE
+    return key_file.exists() and key_file.read_text() == job.key
+
+
 def _pruned_checkpoint(store, job, folder: Path, need_weights: bool) -> tuple[bool, ReadyCheckpoint]:
-    key_file = folder / _KEY_FILE
-    cached = key_file.exists() and key_file.read_text() == job.key
+    cached = is_pruned(store, job)
     has_weights = cached and _has_weights(folder)
     if cached and (has_weights or not need_weights):
         identity = ModelIdentity.model_validate_json((folder / "identity.json").read_text())
@@ -60,7 +65,7 @@ def _pruned_checkpoint(store, job, folder: Path, need_weights: bool) -> tuple[bo
     source = folder.relative_to(store.root).as_posix()
     identity = model_identity(job.model, folder, source, job.dense_identity.revision)
     atomic.write_json(folder / "identity.json", identity)
-    atomic.write_text(key_file, job.key)
+    atomic.write_text(folder / _KEY_FILE, job.key)
     return True, ReadyCheckpoint(folder, identity)
 
 

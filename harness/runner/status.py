@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.config import StudyConfig
 from harness.runner.plan import plan_study
+from harness.runner.stages import is_pruned
 from harness.runner.study import run_dir_for
 from harness.store import RunStore
 
@@ -35,7 +36,7 @@ def dry_run(study: StudyConfig, out: str | Path | None = None, limit: int | None
     rows = [_row(store, cell.info, manifest) for cell in plan.cells]
     estimate = 0
     for job in plan.checkpoints:
-        if job.spec is not None and not (store.checkpoint_dir(job.model, job.folder) / ".job-key").exists():
+        if job.spec is not None and not is_pruned(store, job):
             estimate += _weight_bytes(job.dense_dir)
     for cell in plan.cells:
         if not store.generation_path(cell.info.key).exists():
