@@ -25,8 +25,7 @@ def run(args) -> int:
     from harness.config import EngineOptions, GenerationConfig
     from harness.errors import PrunescopeError
     from harness.generation import generate_cell
-    from harness.hashing import hash_checkpoint
-    from harness.records import ModelIdentity
+    from harness.models import model_identity
     from tasks import load_task
 
     model = Path(args.model)
@@ -37,8 +36,8 @@ def run(args) -> int:
     config = GenerationConfig(backend=args.backend, engine=engine,
                               **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}))
     out = Path(args.out)
-    identity = ModelIdentity(name=model.resolve().name, checkpoint_hash=hash_checkpoint(model),
-                             source=os.path.relpath(model.resolve(), out.resolve().parent))
+    identity = model_identity(model.resolve().name, model,
+                              os.path.relpath(model.resolve(), out.resolve().parent))
     task = load_task(args.task, data=args.data, limit=args.limit)
     records = generate_cell(model, [(r.id, r.document) for r in task.records], args.prompt, config,
                             identity, out, chat_family=args.chat_family)
