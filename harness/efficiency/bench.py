@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from harness import atomic
+from harness.devices import resolve_device
 from harness.efficiency.storage import checkpoint_formats, load_tensors, nonzero_mask
 from harness.errors import PrunescopeError
 
@@ -181,7 +182,7 @@ def bench_model(run_dir: str | Path, prompts: tuple[str, ...] = DEFAULT_PROMPTS,
     folders = sorted(p for p in (run_dir / "checkpoints").glob("*/*") if p.is_dir())
     if not folders:
         raise BenchError(f"{run_dir}: no checkpoints/<model>/<prune-key>/ folders to measure")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device()
     entries, skipped = [], []
     for folder in folders:
         where = {"model": folder.parent.name, "checkpoint": folder.name}

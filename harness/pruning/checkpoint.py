@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from harness.pruning.calibration import load_calibration
+from harness.devices import resolve_device
 from harness.pruning.driver import find_blocks, prune
 from harness.pruning.spec import PruneSpec
 
@@ -29,8 +30,7 @@ def prune_checkpoint(model_dir, spec: PruneSpec, out_dir, *, device="auto", dtyp
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype or "auto")
     ids = None

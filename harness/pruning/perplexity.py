@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from harness.devices import resolve_device
 from harness.errors import PrunescopeError
 
 
@@ -52,6 +53,6 @@ def _load(model_or_dir, tokenizer, device):
         return model_or_dir.eval(), tokenizer
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(model_or_dir, dtype="auto").to(device).eval()
     return model, tokenizer or AutoTokenizer.from_pretrained(model_or_dir)

@@ -6,12 +6,13 @@ device) is stated once and the same rules hold for HaRiM+, SummaC and their `eva
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.devices import resolve_device
 from harness.errors import PrunescopeError
 from harness.hashing import hash_checkpoint
+from harness.models import downloads_allowed
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -26,14 +27,6 @@ class LoadedModel:
     tokenizer: object
     device: str
     provenance: dict
-
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def load_scorer(source: str | Path, kind: str, *, precision: str = "fp32", device: str = "auto",
@@ -51,7 +44,7 @@ def load_scorer(source: str | Path, kind: str, *, precision: str = "fp32", devic
     if precision != "fp32" and not device.startswith("cuda"):
         raise ScorerModelError(f"scorer precision {precision} needs a CUDA device (got {device})")
     local = Path(source).is_dir()
-    offline = not allow_downloads or os.environ.get("HF_HUB_OFFLINE") == "1"
+    offline = not downloads_allowed(allow_downloads)
     auto = {"seq2seq": transformers.AutoModelForSeq2SeqLM,
             "classifier": transformers.AutoModelForSequenceClassification}[kind]
     try:
