@@ -33,6 +33,7 @@ import pandas as pd
 from annotation.batch import ANSWERS, BETTER_QUESTIONS, QUESTIONS, batch_dir, list_batches, load_batch, load_key
 from annotation.importer import read_imports
 from harness import atomic
+from harness.store import RunStore
 
 UNDEFINED = "undefined"
 SIMULATED_NOTE = "simulated annotators: these answers were generated, not given by people"
@@ -210,8 +211,9 @@ def compute_agreement(run_dir: str | Path, n_boot: int = 1000, seed: int = 0) ->
             continue
         batch, key = load_batch(directory), load_key(directory)
         simulated |= any(s.simulated for s in stored.values())
-        sources += [f"annotation/{batch_id}/key/key.json",
-                    *(f"annotation/{batch_id}/imports/{name}.json" for name in sorted(stored))]
+        store = RunStore(run_dir)
+        sources += [store.relative(directory / "key" / "key.json"),
+                    *(store.relative(directory / "imports" / f"{name}.json") for name in sorted(stored))]
         item_ids = [item.item_id for item in batch.items]
         for question in QUESTIONS:
             ratings = ratings_table(stored, item_ids, question)
@@ -255,8 +257,9 @@ def judged_worse(ratings: Ratings, a_is: list[str], question: str) -> dict:
 
 
 def write_agreement(run_dir: str | Path, result: Agreement) -> Path:
-    """Write ``annotation/agreement.json`` (labelled when the annotators were simulated)."""
-    path = Path(run_dir) / "annotation" / "agreement.json"
+    """Write the run's agreement.json (``RunStore.agreement_path``; labelled when the
+    annotators were simulated)."""
+    path = RunStore(run_dir).agreement_path
     atomic.write_json(path, {"simulated": result.simulated,
                              "note": SIMULATED_NOTE if result.simulated else "",
                              "bootstrap": {"resamples": result.n_boot, "seed": result.seed},

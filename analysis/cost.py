@@ -1,18 +1,16 @@
 """Cost vs risk: what each pruned model saves (bytes in its best sparse format, generation
-speed) beside what it costs in hallucination risk, read from ``bench/model.json``
-(written by ``prunescope bench model``) and the risk-ratio table."""
+speed) beside what it costs in hallucination risk, read from the run's bench report
+(written by ``prunescope bench model``, ``RunStore.bench_path``) and the risk-ratio table."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.sections import Figure, ReportSection
+from analysis.sections import Figure, ReportContext, ReportSection
 from harness import atomic
 
-BENCH_FILE = "bench/model.json"
 KEYS = ["model", "method", "sparsity", "structure"]
 
 
@@ -47,17 +45,15 @@ def with_risk(cost: pd.DataFrame, risk: pd.DataFrame) -> pd.DataFrame:
     return left.merge(right, on=keys, how="left")
 
 
-def report_section(run_dir: str | Path, risk: pd.DataFrame | None = None) -> ReportSection | None:
-    """The report's "Cost vs risk" section, or None when the run has no ``bench/model.json``."""
-    run_dir = Path(run_dir)
-    path = run_dir / BENCH_FILE
-    if not path.exists():
+def report_section(ctx: ReportContext) -> ReportSection | None:
+    """The report's "Cost vs risk" section, or None when the run has no bench report."""
+    bench = ctx.store.read_bench()
+    if bench is None:
         return None
-    bench = json.loads(path.read_text())
     table = cost_table(bench)
-    if risk is not None and not risk.empty:
-        table = with_risk(table, risk)
-    figure = _figure(table, run_dir / "report" / "figures")
+    if ctx.risk is not None and not ctx.risk.empty:
+        table = with_risk(table, ctx.risk)
+    figure = _figure(table, ctx.figures_dir)
     text = (f"Memory saving: 1 - (bytes of the pruned model with each Linear weight in its smallest "
             f"lossless format: dense, CSR or N:M) / (bytes of the dense model). Speed ratio: greedy "
             f"generation tokens/s of the pruned model over the dense one on {bench['device']} "
@@ -65,7 +61,7 @@ def report_section(run_dir: str | Path, risk: pd.DataFrame | None = None) -> Rep
             f"{bench['note']}. A risk ratio above 1 means more hallucination risk than the dense model.")
     return ReportSection(title="Cost vs risk", text=text,
                          tables={"Memory and speed of each pruned model beside its risk ratios": table},
-                         figures=[figure], sources=[BENCH_FILE])
+                         figures=[figure], sources=[ctx.store.relative(ctx.store.bench_path)])
 
 
 def _figure(table: pd.DataFrame, folder: Path) -> Figure:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import RunData
-from analysis.risk import RISK_METRICS
+from analysis.risk import risk_metrics
 from analysis.sections import Figure
 
 
@@ -41,7 +41,7 @@ def risk_vs_sparsity(run: RunData, out_dir: Path) -> Figure | None:
     """Mean per-document risk against sparsity; each line starts at its dense model."""
     tidy = run.tidy
     frames = []
-    for name, (column, invert) in RISK_METRICS.items():
+    for name, (column, invert) in risk_metrics().items():
         rows = tidy[tidy["metric"] == column]
         frames.append(rows.assign(metric=name, value=1 - rows["value"] if invert else rows["value"]))
     risks = pd.concat(frames)
@@ -49,7 +49,7 @@ def risk_vs_sparsity(run: RunData, out_dir: Path) -> Figure | None:
         return None
     means = risks.groupby(["task", "metric", "model", "method", "structure", "owl", "sparsity"],
                           as_index=False)["value"].mean()
-    tasks, metrics = list(dict.fromkeys(means["task"])), [m for m in RISK_METRICS if m in set(means["metric"])]
+    tasks, metrics = list(dict.fromkeys(means["task"])), [m for m in risk_metrics() if m in set(means["metric"])]
     plt = _pyplot()
     fig, axes = plt.subplots(len(tasks), len(metrics), figsize=(4 * len(metrics), 3 * len(tasks)),
                              squeeze=False)
@@ -83,7 +83,7 @@ def ratio_vs_overlap(risk: pd.DataFrame, run: RunData, out_dir: Path,
     data = risk.join(means, on="cell").dropna(subset=["ratio", "overlap"])
     if data.empty:
         return None
-    metrics = [m for m in RISK_METRICS if m in set(data["metric"])]
+    metrics = [m for m in risk_metrics() if m in set(data["metric"])]
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
@@ -104,7 +104,7 @@ def ratios_with_ci(risk: pd.DataFrame, out_dir: Path) -> Figure | None:
     data = risk.dropna(subset=["ratio"])
     if data.empty:
         return None
-    metrics = [m for m in RISK_METRICS if m in set(data["metric"])]
+    metrics = [m for m in risk_metrics() if m in set(data["metric"])]
     tasks = list(dict.fromkeys(data["task"]))
     systems = list(dict.fromkeys(data.sort_values(["model", "method", "sparsity"])["system"]))
     width = 0.8 / len(tasks)

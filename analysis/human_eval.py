@@ -3,23 +3,19 @@ often each system was judged worse (the reference study's table), from imported 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from analysis.agreement import SIMULATED_NOTE, UNDEFINED, compute_agreement
-from analysis.sections import ReportSection
+from analysis.sections import ReportContext, ReportSection
 
 
-def report_section(run_dir: str | Path, risk: pd.DataFrame | None = None) -> ReportSection | None:
+def report_section(ctx: ReportContext) -> ReportSection | None:
     """None when no answers have been imported. The bootstrap follows the report's (the risk
     table's settings, else the study's ``analysis`` section)."""
-    from analysis.report import analysis_settings  # the report imports this module
-
-    settings = analysis_settings(Path(run_dir))
-    attrs = risk.attrs if risk is not None else {}
-    n_boot, seed = attrs.get("n_boot", settings.bootstrap), attrs.get("seed", settings.seed)
-    result = compute_agreement(run_dir, n_boot=n_boot, seed=seed)
+    attrs = ctx.risk.attrs if ctx.risk is not None else {}
+    n_boot = attrs.get("n_boot", ctx.settings.bootstrap)
+    seed = attrs.get("seed", ctx.settings.seed)
+    result = compute_agreement(ctx.store.root, n_boot=n_boot, seed=seed)
     if result is None:
         return None
     agreement = result.agreement.assign(value=result.agreement["value"].map(_number),

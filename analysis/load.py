@@ -1,9 +1,10 @@
 """Read a run directory's artifacts into tidy DataFrames, each pruned cell paired with its
 dense baseline per document.
 
-Only artifacts are read (``cells/``, ``scores/``, ``generations/``, ``checkpoints/*/*/*.json``);
-what is missing is described in ``RunData.missing`` rather than raised, so a partial run still
-gets a report that says what it lacks.
+Only artifacts are read, through ``harness.store.RunStore`` (cells, score files, generations,
+checkpoint reports); a missing score file is described in ``RunData.missing`` rather than
+raised, so a partial run still gets a report that says, at its top, what it lacks. A damaged
+artifact is an ``ArtifactError`` naming its path.
 """
 
 from __future__ import annotations
@@ -14,29 +15,30 @@ from pathlib import Path
 import pandas as pd
 from pydantic import ValidationError
 
-from harness.errors import PrunescopeError
 from harness.records import CellInfo
+from harness.store import ArtifactError, RunStore
 
 # Columns that identify a cell in every table built from a run.
 CELL_COLUMNS = ["cell", "model", "method", "sparsity", "structure", "owl", "label", "system",
                 "task", "prompt"]
 
 
-class RunDataError(PrunescopeError):
-    """A run directory whose artifacts cannot be read."""
-
-
 @dataclass
 class RunData:
-    root: Path
+    store: RunStore
     cells: dict[str, CellInfo]
     tidy: pd.DataFrame  # CELL_COLUMNS + doc_id, metric, value: a row per cell x document x metric
     paired: pd.DataFrame  # CELL_COLUMNS + baseline, doc_id, metric, pruned, dense
     unpaired: pd.DataFrame  # cell, baseline, missing_in ("dense" or "pruned"), doc_id
     missing: list[str] = field(default_factory=list)  # what the run lacks, in words
 
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
     def score_file(self, cell: str) -> str:
-        return f"scores/{cell}.parquet"
+        """The run-relative path of a cell's score file (how reports cite it)."""
+        return self.store.relative(self.store.score_path(cell))
 
 
 def cell_row(info: CellInfo) -> dict:
@@ -46,66 +48,51 @@ def cell_row(info: CellInfo) -> dict:
             "task": info.task, "prompt": info.prompt}
 
 
-def read_cells(root: Path) -> dict[str, CellInfo]:
-    paths = sorted((root / "cells").glob("*.json"))
-    if not paths:
-        raise RunDataError(f"{root}: no cells/*.json; is this a prunescope run directory?")
-    cells = {}
-    for path in paths:
-        try:
-            info = CellInfo.model_validate_json(path.read_text(encoding="utf-8"))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            raise RunDataError(f"{path}: field {where}: {err['msg']}") from None
-        cells[info.key] = info
-    return cells
-
-
-def read_scores(path: Path) -> pd.DataFrame:
+def numeric_scores(store: RunStore, cell_key: str) -> pd.DataFrame:
     """One cell's score table with numeric columns as floats (``empty`` becomes 0/1)."""
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise RunDataError(f"{path}: cannot read parquet: {exc}") from None
+    frame, _ = store.read_scores(cell_key)
+    path = store.score_path(cell_key)
     if "doc_id" not in frame.columns:
-        raise RunDataError(f"{path}: field doc_id: column missing")
+        raise ArtifactError(f"{path}: field doc_id: column missing")
     if frame["doc_id"].duplicated().any():
         dup = frame.loc[frame["doc_id"].duplicated(), "doc_id"].iloc[0]
-        raise RunDataError(f"{path}: record doc_id={dup!r}: field doc_id: duplicated")
+        raise ArtifactError(f"{path}: record doc_id={dup!r}: field doc_id: duplicated")
     values = frame.drop(columns="doc_id").select_dtypes(include=["number", "bool"]).astype(float)
     values.insert(0, "doc_id", frame["doc_id"].astype(str))
     return values
 
 
-def read_generations(path: Path) -> dict[str, str]:
-    """doc_id -> generated text of one cell."""
-    from harness.records import read_generations as read_records
+def analysis_settings(store: RunStore):
+    """The study's ``analysis`` settings (defaults when the run has no study.yaml)."""
+    from harness.config import AnalysisConfig, ConfigError
 
-    return {record.doc_id: record.text for record in read_records(path)}
+    try:
+        return AnalysisConfig.model_validate(store.read_study_raw().get("analysis") or {})
+    except ValueError as exc:
+        raise ConfigError(f"{store.study_yaml}: analysis: {exc}") from None
 
 
-def load_run(run_dir: str | Path) -> RunData:
+def load_run(run_dir: str | Path | RunStore) -> RunData:
     """Load every scored cell; pair each pruned cell with its dense baseline per document."""
-    root = Path(run_dir)
-    cells = read_cells(root)
+    store = run_dir if isinstance(run_dir, RunStore) else RunStore(run_dir)
+    cells = store.read_cells()
     missing: list[str] = []
     scores = {}  # cell key -> long frame (doc_id, metric, value) of that cell alone
     for key, info in cells.items():
-        path = root / "scores" / f"{key}.parquet"
-        if not path.exists():
-            missing.append(f"{_describe(info)}: scores/{key}.parquet not found (not scored yet?)")
+        if not store.score_path(key).exists():
+            missing.append(f"{_describe(info)}: {store.relative(store.score_path(key))} not found "
+                           "(not scored yet?)")
             continue
-        wide = read_scores(path)
+        wide = numeric_scores(store, key)
         scores[key] = wide.melt(id_vars="doc_id", var_name="metric", value_name="value").dropna(subset=["value"])
     columns = CELL_COLUMNS + ["doc_id", "metric", "value"]
     frames = [frame.assign(**cell_row(cells[key])) for key, frame in scores.items()]
     tidy = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-    paired, unpaired = _pair(cells, scores, missing)
-    return RunData(root, cells, tidy, paired, unpaired, missing)
+    paired, unpaired = _pair(store, cells, scores, missing)
+    return RunData(store, cells, tidy, paired, unpaired, missing)
 
 
-def _pair(cells: dict[str, CellInfo], scores: dict[str, pd.DataFrame], missing: list[str]):
+def _pair(store: RunStore, cells: dict[str, CellInfo], scores: dict[str, pd.DataFrame], missing: list[str]):
     pairs, unpaired = [], []
     for key, info in cells.items():
         if info.prune.method == "dense" or key not in scores:
@@ -113,8 +100,8 @@ def _pair(cells: dict[str, CellInfo], scores: dict[str, pd.DataFrame], missing: 
         baseline = info.baseline_key or _dense_of(cells, info)
         if baseline is None or baseline not in scores:
             why = ("the study has no dense cell for it" if baseline is None
-                   else f"scores/{baseline}.parquet is missing" if baseline in cells
-                   else f"its baseline cell {baseline} has no cells/{baseline}.json")
+                   else f"{store.relative(store.score_path(baseline))} is missing" if baseline in cells
+                   else f"its baseline cell {baseline} has no {store.relative(store.cell_path(baseline))}")
             missing.append(f"{_describe(info)}: no dense baseline scores for model {info.model!r}, "
                            f"task {info.task!r}, prompt {info.prompt!r} ({why}); its risk ratios are left out")
             continue

@@ -20,9 +20,14 @@ import pandas as pd
 from analysis.load import CELL_COLUMNS, RunData
 from harness.errors import PrunescopeError
 
-# display name -> (score column, risk is 1 - score)
-RISK_METRICS = {"HaRiM": ("harim", False), "SummaC-ZS": ("summac_zs", True),
-                "SummaC-Conv": ("summac_conv", True)}
+
+
+def risk_metrics() -> dict[str, tuple[str, bool]]:
+    """Display name -> (score column, risk is 1 - score), from the metric registry's ``risk``."""
+    from harness.scoring.registry import risk_columns
+
+    return {label: (r.column, r.invert) for label, r in risk_columns().items()}
+
 _MAX_DRAWS = 4_000_000  # resampled values held in memory at once
 
 
@@ -139,7 +144,7 @@ def risk_values(paired: pd.DataFrame) -> pd.DataFrame:
     """The paired rows of the risk metrics, with scores turned into risks and the metric
     column holding the display name (HaRiM, SummaC-ZS, SummaC-Conv)."""
     frames = []
-    for name, (column, invert) in RISK_METRICS.items():
+    for name, (column, invert) in risk_metrics().items():
         rows = paired[paired["metric"] == column]
         if invert:
             rows = rows.assign(pruned=1 - rows["pruned"], dense=1 - rows["dense"])
@@ -167,7 +172,7 @@ def risk_table(run: RunData, definition: str = "mean_risk", threshold: float = 0
     table = pd.DataFrame(rows, columns=columns)
     table.insert(columns.index("p_value") + 1, "p_holm", holm(table["p_value"]))
     table["definition"] = definition
-    order = table["metric"].map(list(RISK_METRICS).index)
+    order = table["metric"].map(list(risk_metrics()).index)
     return (table.assign(_order=order)
             .sort_values(["task", "prompt", "_order", "model", "method", "sparsity", "structure"])
             .drop(columns="_order").reset_index(drop=True))

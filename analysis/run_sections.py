@@ -1,46 +1,26 @@
 """The report sections built from a run's scores, generations and checkpoint reports.
 
-Each is a section provider ``(run_dir, risk) -> ReportSection | None`` (see
+Each is a section provider ``(ctx: ReportContext) -> ReportSection | None`` (see
 ``analysis.report.SECTION_PROVIDERS``); None when the run has nothing for it.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from pathlib import Path
 
 import pandas as pd
 
 from analysis import figures, tables
-from analysis.load import RunData, load_run
 from analysis.risk import describe, risk_pivot
-from analysis.sections import ReportSection
+from analysis.sections import ReportContext, ReportSection
+from harness.scoring.registry import table_columns
 
 
-def run_data(run_dir: Path) -> RunData:
-    """``load_run``, shared by the providers of one report; reloaded when an artifact changes."""
-    root = Path(run_dir).resolve()
-    stamp = tuple((p.name, p.stat().st_mtime_ns) for folder in ("cells", "scores")
-                  for p in sorted((root / folder).glob("*")) if p.is_file())
-    return _load(root, stamp)
-
-
-@functools.lru_cache(maxsize=2)
-def _load(root: Path, stamp: tuple) -> RunData:
-    return load_run(root)
-
-
-def figures_dir(run_dir: Path) -> Path:
-    path = Path(run_dir) / "report" / "figures"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def risk_section(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | None:
+def risk_section(ctx: ReportContext) -> ReportSection | None:
+    risk = ctx.risk
     if risk is None or risk.empty:
         return None
-    run = run_data(run_dir)
+    run = ctx.run
     a = risk.attrs
     text = (f"Risk ratio definition: {a.get('definition', 'mean_risk')}: "
             f"{describe(a.get('definition', 'mean_risk'), a.get('threshold', 0.5))}. "
@@ -53,9 +33,9 @@ def risk_section(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | No
             f"seed {a.get('seed', '?')}). p: Wilcoxon signed-rank test of the per-document risk "
             "differences (two-sided), Holm-corrected across all comparisons of this table; "
             "* marks Holm-adjusted p < 0.05.")
-    shown = [figures.risk_vs_sparsity(run, figures_dir(run_dir)),
-             figures.ratio_vs_overlap(risk, run, figures_dir(run_dir)),
-             figures.ratios_with_ci(risk, figures_dir(run_dir))]
+    shown = [figures.risk_vs_sparsity(run, ctx.figures_dir),
+             figures.ratio_vs_overlap(risk, run, ctx.figures_dir),
+             figures.ratios_with_ci(risk, ctx.figures_dir)]
     detail = risk.drop(columns=["label", "structure", "owl", "definition"])
     return ReportSection(
         "Hallucination risk ratios",
@@ -69,8 +49,8 @@ def risk_section(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | No
 
 def _table_section(title: str, caption: str, text: str, build):
     """A provider of one table: ``build(run) -> (table, sources)``; None when the table is empty."""
-    def provider(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | None:
-        table, sources = build(run_data(run_dir))
+    def provider(ctx: ReportContext) -> ReportSection | None:
+        table, sources = build(ctx.run)
         if table.empty:
             return None
         return ReportSection(title, text, {caption: table}, [], sources)
@@ -83,12 +63,12 @@ quality_section = _table_section(
     "Summary quality", "Mean ROUGE F1 against the reference summaries",
     "ROUGE F1 of each system's summaries against the task's reference summaries (tasks "
     "without references have none); docs: documents scored.",
-    lambda run: tables.metric_means(run, tables.QUALITY))
+    lambda run: tables.metric_means(run, table_columns("quality")))
 overlap_section = _table_section(
     "Lexical overlap", "Mean lexical overlap with the source document",
     "ROUGE F1 against the source, extractive fragment coverage and density, and the share of "
     "summary n-grams absent from the source: how much each system copies.",
-    lambda run: tables.metric_means(run, tables.OVERLAP))
+    lambda run: tables.metric_means(run, table_columns("overlap")))
 output_section = _table_section(
     "Output length, empty outputs, repetition and perplexity", "Per-system output statistics",
     "Mean summary length in generated tokens, share of empty summaries, mean share of "
@@ -105,25 +85,27 @@ summaries_section = _table_section(
     tables.summaries_table)
 
 
-def missing_section(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | None:
-    run = run_data(run_dir)
+def missing_section(ctx: ReportContext) -> ReportSection | None:
+    """First in the report: what the run lacks, and whether anything could be compared."""
+    run = ctx.run
     if not run.missing:
         return None
     text = "\n\n".join(run.missing)
+    if ctx.risk is None or ctx.risk.empty:
+        text = "Nothing could be compared: no pruned cell has scores beside its dense baseline.\n\n" + text
     found = {}
     if not run.unpaired.empty:
         counts = run.unpaired.groupby(["cell", "baseline", "missing_in"]).size().rename("documents")
         found["Documents without a partner (left out of the comparisons)"] = counts.reset_index()
     return ReportSection("Missing data", text, found, [],
-                         sorted(f"cells/{k}.json" for k in run.cells))
+                         sorted(run.store.relative(run.store.cell_path(k)) for k in run.cells))
 
 
-def provenance_section(run_dir: Path, risk: pd.DataFrame | None) -> ReportSection | None:
-    path = Path(run_dir) / "manifest.json"
-    if not path.exists():
+def provenance_section(ctx: ReportContext) -> ReportSection | None:
+    if not ctx.store.manifest_path.exists():
         return ReportSection("Provenance", "This run has no manifest.json; versions, seeds and "
                              "hardware are unknown.")
-    prov = json.loads(path.read_text()).get("provenance", {})
+    prov = ctx.store.read_manifest().get("provenance", {})
     rows = [(key, json.dumps(prov[key], sort_keys=True) if isinstance(prov[key], (dict, list)) else prov[key])
             for key in ("git_commit", "python", "platform", "machine", "accelerator", "seeds", "created")
             if key in prov]

@@ -1,20 +1,16 @@
 """Per-system tables: summary quality, lexical overlap, sparsity, length and fluency, and a
-few generated summaries. Each function returns (table, run-relative source files)."""
+few generated summaries. Each function returns (table, run-relative source files). Which
+metric columns each table shows comes from the metric registry (``report`` of each entry)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pandas as pd
 
-from analysis.load import RunData, read_generations
+from analysis.load import RunData
+from harness.scoring.registry import table_columns
 
-QUALITY = {"rouge1_ref": "ROUGE-1", "rouge2_ref": "ROUGE-2", "rougeL_ref": "ROUGE-L"}
-OVERLAP = {"rouge1_src": "ROUGE-1 src", "rouge2_src": "ROUGE-2 src", "rougeL_src": "ROUGE-L src",
-           "coverage": "coverage", "density": "density", "novel_1": "novel 1-grams",
-           "novel_2": "novel 2-grams", "novel_3": "novel 3-grams", "novel_4": "novel 4-grams"}
-OUTPUT = {"summary_tokens": "length (tokens)", "empty": "empty share", "repetition": "repetition"}
+BASE_OUTPUT = {"summary_tokens": "length (tokens)", "empty": "empty share"}
 _SYSTEM = ["task", "prompt", "model", "label", "cell"]  # cell: scores/<cell>.parquet
 _ORDER = ["task", "prompt", "model", "method", "sparsity", "structure", "owl"]
 
@@ -35,15 +31,15 @@ def metric_means(run: RunData, metrics: dict[str, str]) -> tuple[pd.DataFrame, l
 
 def output_table(run: RunData) -> tuple[pd.DataFrame, list[str]]:
     """Summary length, share of empty outputs, repetition, and the checkpoint's perplexity."""
-    table, sources = metric_means(run, OUTPUT)
+    table, sources = metric_means(run, {**BASE_OUTPUT, **table_columns("output")})
     perplexities = []
     for key in table["cell"]:
         info = run.cells[key]
-        rel = f"checkpoints/{info.model}/{info.prune.folder}/perplexity.json"
-        path = run.root / rel
-        perplexities.append(json.loads(path.read_text())["perplexity"] if path.exists() else np.nan)
-        if path.exists():
-            sources.append(rel)
+        report = run.store.read_checkpoint_report(info.model, info.prune.folder, "perplexity.json")
+        perplexities.append(np.nan if report is None else report["perplexity"])
+        if report is not None:
+            path = run.store.checkpoint_report_path(info.model, info.prune.folder, "perplexity.json")
+            sources.append(run.store.relative(path))
     table["perplexity"] = perplexities
     return table, sorted(set(sources))
 
@@ -54,16 +50,16 @@ def sparsity_table(run: RunData) -> tuple[pd.DataFrame, list[str]]:
     checkpoints = {(c.model, c.prune.folder): c.prune for c in run.cells.values()
                    if c.prune.method != "dense"}
     for (model, folder), prune in sorted(checkpoints.items()):
-        rel = f"checkpoints/{model}/{folder}/sparsity.json"
-        path = run.root / rel
-        report = json.loads(path.read_text()) if path.exists() else {}
-        if path.exists():
+        rel = run.store.relative(run.store.checkpoint_report_path(model, folder, "sparsity.json"))
+        found = run.store.read_checkpoint_report(model, folder, "sparsity.json")
+        report = found or {}
+        if found is not None:
             sources.append(rel)
         measured = report.get("measured_sparsity", np.nan)
         target = report.get("target_sparsity", prune.sparsity)
         rows.append({"model": model, "system": prune.label, "target": target, "measured": measured,
                      "difference": measured - target, "N:M valid": report.get("nm_valid"),
-                     "source": rel if path.exists() else f"{rel} (missing)"})
+                     "source": rel if found is not None else f"{rel} (missing)"})
     return pd.DataFrame(rows, columns=["model", "system", "target", "measured", "difference",
                                        "N:M valid", "source"]), sources
 
@@ -75,10 +71,10 @@ def summaries_table(run: RunData, per_system: int = 2, max_chars: int = 300) -> 
     cells = sorted(run.cells.values(), key=lambda c: (c.task, c.prompt, c.model, c.prune.method, c.prune.sparsity))
     texts = {}
     for info in cells:
-        rel = f"generations/{info.key}.jsonl"
-        if (run.root / rel).exists():
-            texts[info.key] = read_generations(run.root / rel)
-            sources.append(rel)
+        path = run.store.generation_path(info.key)
+        if path.exists():
+            texts[info.key] = run.store.read_generation_texts(info.key)
+            sources.append(run.store.relative(path))
     for task in dict.fromkeys(c.task for c in cells):
         on_task = [c for c in cells if c.task == task and c.key in texts]
         if not on_task:

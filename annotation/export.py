@@ -26,7 +26,7 @@ from annotation.batch import (GUIDELINES, QUESTIONS, Batch, BatchError, BatchKey
 from annotation.formats import FORMATS, LABEL_STUDIO_CONFIG, file_name, label_studio_config, write_annotator_file
 from harness import atomic
 from harness.hashing import content_key
-from harness.records import CellInfo, read_generations
+from harness.records import CellInfo
 from harness.store import RunStore
 
 # task name -> {doc id -> article text}, or a function giving that for a task name
@@ -70,8 +70,7 @@ def export_batches(run_dir: str | Path, *, n: int, annotators: Iterable[str], ov
 
 def load_systems(run_dir: str | Path) -> dict[str, System]:
     """Cells of the run grouped into systems, by label."""
-    cells = [CellInfo.model_validate_json(p.read_text(encoding="utf-8"))
-             for p in sorted((Path(run_dir) / "cells").glob("*.json"))]
+    cells = RunStore(run_dir).read_cells().values()
     grouped: dict[str, dict[str, CellInfo]] = {}
     for cell in cells:
         grouped.setdefault(f"{cell.system}@{cell.prompt}", {})[cell.task] = cell
@@ -189,7 +188,7 @@ def _summaries(store: RunStore, cell: CellInfo) -> dict[str, str]:
     path = store.generation_path(cell.key)
     if not path.exists():
         raise BatchError(f"{path}: no generations for {cell.system} on {cell.task}; generate first")
-    return {record.doc_id: record.text for record in read_generations(path)}
+    return store.read_generation_texts(cell.key)
 
 
 def _documents_getter(run_dir, documents: Documents | None) -> Callable[[str], Mapping[str, str]]:

@@ -9,13 +9,14 @@ seconds each stage spent, summed over cells, from the run's manifest.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from harness.store import RunStore
 
 TARGET_SECONDS = 300
 
@@ -31,7 +32,7 @@ def main() -> int:
             print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
             return proc.returncode
         stages = defaultdict(float)
-        for cell in json.loads((out / "manifest.json").read_text())["cells"].values():
+        for cell in RunStore(out).read_manifest()["cells"].values():
             for stage, info in cell.items():
                 stages[stage] += float(info.get("seconds", 0))
     print(f"demo wall time: {wall:.1f} s (target {TARGET_SECONDS} s, ratio {wall / TARGET_SECONDS:.2f})")

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import PrunescopeError
 from harness.pruning.spec import CalibrationSpec, OWLSpec, PruneSpec
+from harness.scoring import registry as metric_registry
 
 
 class ConfigError(PrunescopeError):
@@ -38,7 +39,6 @@ class ModelConfig(Section):
     # plain text; chat: force the template; llama: Llama-2's [INST] <<SYS>> layout.
     chat_family: Literal["auto", "chat", "llama", "opt-iml", "none"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = False
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -83,10 +83,9 @@ class GenerationConfig(Section):
 
 
 class ScoringConfig(Section):
-    # summac_conv is not a default because it needs weights (summac_conv_weights): add both.
-    metrics: list[Literal["harim", "summac_zs", "summac_conv", "rouge", "overlap"]] = [
-        "harim", "summac_zs", "rouge", "overlap",
-    ]
+    # Names in harness.scoring.registry.METRICS; summac_conv is not a default because it
+    # needs weights (summac_conv_weights): add both.
+    metrics: list[str] = Field(default_factory=metric_registry.default_names)
     harim_model: str = "facebook/bart-large-cnn"
     nli_model: str = "tals/albert-xlarge-vitaminc-mnli"
     summac_conv_weights: Path | None = None
@@ -98,6 +97,13 @@ class ScoringConfig(Section):
     nli_entailment_index: int | None = None  # None: from the NLI model's id2label
     nli_contradiction_index: int | None = None
     summac_zs_use_contradiction: bool = False  # ZS minus the max P(contradiction)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+        for name in metrics:
+            metric_registry.get(name)  # ValueError naming the choices
+        return metrics
 
 
 class PerplexityConfig(Section):
@@ -142,9 +148,10 @@ class StudyConfig(Section):
                     f"prune[{i}] would share the checkpoint folder {folder!r} with "
                     f"prune[{folders.index(folder)}]; specs that differ only in calibration or "
                     "solver settings need separate studies (run directories)")
-        if "summac_conv" in self.scoring.metrics and self.scoring.summac_conv_weights is None:
-            raise ValueError("the summac_conv metric needs scoring.summac_conv_weights (the released "
-                             "checkpoint or one from `prunescope train-summac-conv`)")
+        for name in self.scoring.metrics:
+            for setting in metric_registry.get(name).settings:
+                if getattr(self.scoring, setting) is None:
+                    raise ValueError(f"the {name} metric needs scoring.{setting}")
         return self
 
 

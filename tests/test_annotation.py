@@ -372,10 +372,11 @@ def test_reimport_is_idempotent_and_a_correction_replaces_and_is_logged(run):
 def test_simulated_answers_are_labelled_through_to_the_report(run):
     from analysis.agreement import compute_agreement, write_agreement
     from analysis.human_eval import report_section
+    from analysis.sections import ReportContext
 
     root, _ = run
     (root / "study.yaml").write_text("analysis: {bootstrap: 100}\n")  # the section's resamples
-    assert report_section(root) is None
+    assert report_section(ReportContext.of(root)) is None
     directory = export(root, "labelstudio", pairs=[("wanda-0.5", "dense")], n=12)[0]
     paths = answer_batch(directory, seed=0)
     assert all('"simulated": "true"' in p.read_text() for p in paths)
@@ -386,7 +387,7 @@ def test_simulated_answers_are_labelled_through_to_the_report(run):
     result = compute_agreement(root, n_boot=50)
     assert result.simulated
     assert "simulated annotators" in json.loads(write_agreement(root, result).read_text())["note"]
-    section = report_section(root)
+    section = report_section(ReportContext.of(root))
     assert "simulated annotators" in section.title and "simulated annotators" in section.text
     # the simulated judges see the repeated sentences of the pruned summaries
     prefs = result.preferences.set_index("question")

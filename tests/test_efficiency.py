@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from analysis.cost import report_section
+from analysis.sections import ReportContext
 from harness.cli.main import main
 from harness.efficiency.bench import bench_semi_structured, bench_sparse, linear_shapes
 from harness.efficiency.storage import (
@@ -204,19 +205,19 @@ def test_bench_model_and_cost_section(run_dir, capsys):
     assert pruned["projected_linear_speedup"] is None  # CPU: no 2:4 kernel
     assert "saves no generation time" in result["note"]
 
-    section = report_section(run_dir)
+    section = report_section(ReportContext.of(run_dir))
     (table,) = section.tables.values()
     assert table["memory_saving"].tolist() == pytest.approx([1 - expected / dense["dense_bytes"]])
     assert table["speed_ratio"].tolist() == pytest.approx([pruned["tokens_per_s"] / dense["tokens_per_s"]])
     assert section.figures[0].png.stat().st_size > 0 and section.figures[0].svg.exists()
     risk = pd.DataFrame({"model": ["llama", "llama"], "method": ["magnitude"] * 2, "sparsity": [0.5, 0.5],
                          "structure": ["2:4"] * 2, "metric": ["harim", "summac_zs"], "ratio": [1.3, 0.9]})
-    (with_risk,) = report_section(run_dir, risk).tables.values()
+    (with_risk,) = report_section(ReportContext.of(run_dir, risk)).tables.values()
     assert with_risk[["risk ratio (harim)", "risk ratio (summac_zs)"]].values.tolist() == [[1.3, 0.9]]
 
 
 def test_cost_section_absent_without_bench(tmp_path):
-    assert report_section(tmp_path) is None
+    assert report_section(ReportContext.of(tmp_path)) is None
 
 
 # --- bench sparse ------------------------------------------------------------------------

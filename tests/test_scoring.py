@@ -292,7 +292,7 @@ def test_score_cell_writes_parquet_with_provenance(tmp_path, scorers, scored):
     assert list(frame.doc_id) == [d for d, _ in SUMMARIES]
     np.testing.assert_allclose(frame.harim_plus, scored.harim_plus, atol=1e-9)
     assert meta["schema_version"] == 1 and meta["cell"]["key"] == "k"
-    summac = meta["scorers"]["summac"]
+    summac = meta["scorers"]["summac_zs"]
     assert summac["splitter"] == "regex-fallback" and summac["pair_tokens"] == 500
     assert meta["scorers"]["harim"]["source_tokens"] == 1024
     assert meta["scorers"]["summac_conv"]["weights_hash"] is not None

@@ -1,12 +1,15 @@
 """`prunescope run`: run or resume a study."""
 
 
+from harness.runner.stages import STAGES
+
+
 def register(sub) -> None:
     p = sub.add_parser("run", help="run (or resume) a study: prune, generate, score, report")
     p.add_argument("study", help="study YAML file")
     p.add_argument("--out", help="run directory (default: the study's 'out' or runs/<name>)")
     p.add_argument("--limit", type=int, help="documents per task (smoke runs)")
-    p.add_argument("--stage", choices=("prune", "generate", "score", "report"), help="run one stage only")
+    p.add_argument("--stage", choices=STAGES, help="run one stage only")
     p.add_argument("--executor", choices=("local", "ray"), help="override the study's executor")
     p.add_argument("--dry-run", action="store_true", help="print the cells, what is cached and a disk estimate")
     p.set_defaults(func=run)

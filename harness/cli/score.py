@@ -1,15 +1,17 @@
-"""`prunescope score`: score one generations file against its task's documents."""
+"""`prunescope score`: score one generations file against its task's documents (metric
+choices from ``harness.scoring.registry``)."""
 
-METRICS = "harim,summac_zs,summac_conv,rouge,overlap"
+from harness.scoring import registry
 
 
 def register(sub) -> None:
     p = sub.add_parser("score", help="score a generations JSONL (HaRiM+, SummaC, ROUGE, "
                                      "overlap) into a parquet")
-    p.add_argument("--generations", required=True, help="generations/<key>.jsonl")
+    p.add_argument("--generations", required=True, help="a generations JSONL (one GenerationRecord per line)")
     p.add_argument("--task", required=True, help="task name (its documents are the sources)")
     p.add_argument("--data", default=None, help="local data file for the task")
-    p.add_argument("--metrics", default=METRICS, help=f"comma-separated (default: {METRICS})")
+    every = ",".join(registry.names())
+    p.add_argument("--metrics", default=every, help=f"comma-separated, of {every} (default: all)")
     p.add_argument("--out", required=True, help="parquet file to write")
     p.add_argument("--harim-model", default=None, help="seq2seq scorer path or hub id")
     p.add_argument("--nli-model", default=None, help="NLI model path or hub id")

@@ -25,6 +25,7 @@ from harness import atomic
 from harness.devices import resolve_device
 from harness.efficiency.storage import checkpoint_formats, load_tensors, nonzero_mask
 from harness.errors import PrunescopeError
+from harness.store import RunStore
 
 SCHEMA_VERSION = 1
 LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32,
@@ -172,22 +173,23 @@ def bench_semi_structured(shapes: dict[str, tuple[int, int]], tokens: int = 2048
 # --- bench model -------------------------------------------------------------------------
 def bench_model(run_dir: str | Path, prompts: tuple[str, ...] = DEFAULT_PROMPTS,
                 max_new_tokens: int = 32, trials: int = 1) -> dict:
-    """Size and generation speed of every checkpoint of a run, written to ``bench/model.json``.
+    """Size and generation speed of every checkpoint of a run, written to the run's bench
+    report (``RunStore.bench_path``).
 
     Per checkpoint: parameters, non-zeros, bytes dense and in the best sparse format
     (``storage.checkpoint_formats``), greedy transformers generation throughput with the same
     prompts (exactly ``max_new_tokens`` each), and for 2:4 checkpoints on CUDA the projected
     Linear speed-up from per-shape semi-structured kernel timings."""
-    run_dir = Path(run_dir)
-    folders = sorted(p for p in (run_dir / "checkpoints").glob("*/*") if p.is_dir())
+    store = RunStore(run_dir)
+    folders = store.checkpoint_dirs()
     if not folders:
-        raise BenchError(f"{run_dir}: no checkpoints/<model>/<prune-key>/ folders to measure")
+        raise BenchError(f"{run_dir}: no checkpoint folders to measure (run the prune stage first)")
     device = resolve_device()
     entries, skipped = [], []
     for folder in folders:
         where = {"model": folder.parent.name, "checkpoint": folder.name}
         try:  # one unusable checkpoint must not discard the others' measurements
-            weights = _weights_dir(run_dir, folder)
+            weights = _weights_dir(store, folder)
             if weights is None:
                 raise BenchError(f"{folder}: no weights (deleted under keep_checkpoints: false?)")
             entries.append(_bench_checkpoint(folder, weights, prompts, max_new_tokens, trials, device))
@@ -196,27 +198,26 @@ def bench_model(run_dir: str | Path, prompts: tuple[str, ...] = DEFAULT_PROMPTS,
     result = {"schema_version": SCHEMA_VERSION, "device": device, "threads": torch.get_num_threads(),
               "prompts": list(prompts), "max_new_tokens": max_new_tokens, "trials": trials,
               "note": DENSE_KERNELS_NOTE, "checkpoints": entries, "skipped": skipped}
-    atomic.write_json(run_dir / "bench" / "model.json", result)
+    store.write_bench(result)
     return result
 
 
-def _weights_dir(run_dir: Path, folder: Path) -> Path | None:
+def _weights_dir(store: RunStore, folder: Path) -> Path | None:
     """The folder's own weights, or for the dense baseline the study's model directory."""
     if any(folder.glob("*.safetensors")):
         return folder
     if folder.name != "dense":
         return None
-    from harness.config import load_study
     from harness.models import resolve_model_dir
 
-    if (run_dir / "study.yaml").exists():
-        for model in load_study(run_dir / "study.yaml").models:
-            if model.name == folder.parent.name:
-                return resolve_model_dir(model)[0]
-    identity = folder / "identity.json"
-    if identity.exists():
-        source = Path(json.loads(identity.read_text())["source"])
-        source = source if source.is_absolute() else run_dir / source
+    study = store.read_study()
+    for model in study.models if study is not None else []:
+        if model.name == folder.parent.name:
+            return resolve_model_dir(model)[0]
+    identity = store.read_checkpoint_report(folder.parent.name, folder.name, "identity.json")
+    if identity is not None:
+        source = Path(identity["source"])
+        source = source if source.is_absolute() else store.root / source
         return source if source.is_dir() else None
     return None
 
@@ -249,10 +250,11 @@ def _prune_info(folder: Path) -> dict:
     """Method, target sparsity and structure from the checkpoint's ``sparsity.json``."""
     if folder.name == "dense":
         return {"method": "dense", "sparsity": 0.0, "structure": "unstructured", "owl": False}
-    path = folder / "sparsity.json"
-    if not path.exists():
+    store = RunStore(folder.parents[2])
+    report = store.read_checkpoint_report(folder.parent.name, folder.name, "sparsity.json")
+    if report is None:
+        path = store.checkpoint_report_path(folder.parent.name, folder.name, "sparsity.json")
         raise BenchError(f"{path}: missing; cannot tell how {folder.name} was pruned")
-    report = json.loads(path.read_text())
     spec = report.get("spec") or {}
     return {"method": report.get("method", spec.get("method")), "sparsity": report.get("target_sparsity"),
             "structure": spec.get("structure", "unstructured"), "owl": bool(spec.get("owl"))}

@@ -21,6 +21,9 @@ class Output:
     finish_reason: str  # "stop" (a stop id was generated) or "length" (max_new_tokens reached)
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 def stop_token_ids(model_dir: str | Path, tokenizer) -> set[int]:
     """The ids that end a generation: the tokenizer's EOS and the model's generation-config
     EOS ids (e.g. Llama 3's end-of-turn), the set vLLM also stops on."""
@@ -67,7 +70,7 @@ def start_vllm(model_dir: str | Path, engine: EngineOptions, seed: int = 0):
 
     return LLM(model=str(model_dir), tensor_parallel_size=engine.tensor_parallel_size,
                gpu_memory_utilization=engine.gpu_memory_utilization,
-               max_model_len=engine.max_model_len, dtype=engine.dtype,
+               max_model_len=engine.max_model_len, dtype=resolve_dtype(engine.dtype, model_dir),
                enforce_eager=engine.enforce_eager, seed=seed)
 
 
@@ -114,7 +117,7 @@ class HFBackend:
         self.stop_ids = stop_ids
         placement = _placement(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=_torch_dtype(config.engine.dtype), **placement).eval()
+            model_dir, dtype=getattr(torch, resolve_dtype(config.engine.dtype, model_dir)), **placement).eval()
         if not placement and torch.cuda.is_available():
             self.model.to("cuda")
         self.device = next(self.model.parameters()).device
@@ -156,16 +159,28 @@ def padding_token_id(tokenizer) -> int:
     return 0
 
 
-def _torch_dtype(name: str):
-    """``auto`` is bf16 on a GPU and the checkpoint's own dtype on the CPU."""
+def resolve_dtype(name: str, model_dir: str | Path) -> str:
+    """The dtype both backends load in: an explicit name as given; ``auto`` the checkpoint's
+    own (config.json's ``dtype``/``torch_dtype``, float32 when unstated), except float32 on a
+    GPU, which becomes bfloat16. vLLM gets the resolved name, never ``auto`` (its own rule
+    downcasts float32 even on a CPU)."""
+    import json
+
     import torch
 
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else "auto"
-    if name not in ("float32", "bfloat16", "float16"):
-        raise PrunescopeError(f"generation.engine.dtype: {name!r} is not one of auto, float32, "
-                              "bfloat16, float16")
-    return getattr(torch, name)
+    if name != "auto":
+        if name not in DTYPES:
+            raise PrunescopeError(f"generation.engine.dtype: {name!r} is not one of auto, "
+                                  f"{', '.join(DTYPES)}")
+        return name
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise PrunescopeError(f"{model_dir}/config.json: cannot read the checkpoint's dtype: {exc}") from None
+    own = config.get("dtype") or config.get("torch_dtype") or "float32"
+    if own not in DTYPES:
+        raise PrunescopeError(f"{model_dir}/config.json: dtype {own!r} is not one of {', '.join(DTYPES)}")
+    return "bfloat16" if own == "float32" and torch.cuda.is_available() else own
 
 
 def _placement(model_dir) -> dict:

@@ -14,8 +14,8 @@ from pathlib import Path
 from harness import atomic
 from harness.config import GenerationConfig
 from harness.errors import PrunescopeError
-from harness.generation.backends import (Backend, HFBackend, VLLMBackend, sampling_settings, start_vllm,
-                                         stop_token_ids)
+from harness.generation.backends import (Backend, HFBackend, VLLMBackend, resolve_dtype, sampling_settings,
+                                         start_vllm, stop_token_ids)
 from harness.generation.prompts import prompt_template, resolve_layout
 from harness.generation.truncation import fit_prompt
 from harness.hashing import content_key
@@ -67,7 +67,8 @@ def generate_cell(model_dir: str | Path, documents: Sequence[tuple[str, str]], p
     out = Path(out)
     atomic.write_jsonl(out, records)
     atomic.write_json(meta_path(out), _meta(config, backend, layout, records, len(unique),
-                                            load_s=loaded - started, generate_s=generated - loaded))
+                                            load_s=loaded - started, generate_s=generated - loaded,
+                                            dtype=resolve_dtype(config.engine.dtype, model_dir)))
     return records
 
 
@@ -101,12 +102,13 @@ def _backend(model_dir, tokenizer, config: GenerationConfig, llm) -> Backend:
 
 
 def _meta(config: GenerationConfig, backend: Backend, layout: str, records, unique: int,
-          load_s: float, generate_s: float) -> dict:
+          load_s: float, generate_s: float, dtype: str) -> dict:
     output_tokens = sum(r.output_tokens for r in records if r.duplicate_of is None)
     return {
         "schema_version": 1,
         "backend": backend.name,
         "engine": config.engine.model_dump(mode="json"),
+        "dtype": dtype,  # engine.dtype resolved (harness.generation.backends.resolve_dtype)
         "generation": config.model_dump(mode="json", exclude={"engine"}),
         "layout": layout,
         "context_length": backend.context_length,

@@ -1,6 +1,7 @@
 """Calibration samples: seeded windows of ``seqlen`` tokens, with their provenance.
 
-Sources: ``task:<name>`` (that task's documents), a text file, a JSONL file (one record per
+Sources: ``task:<name>`` (that task's documents, read from the study's data for it when the
+study gives one: ``task`` below), a text file, a JSONL file (one record per
 line with a ``text`` or ``document`` field), or pre-tokenized ids [nsamples, seqlen] in a
 .pt (loaded with weights_only), .npy or .safetensors file, so a study can reuse another
 tool's exact samples. Documents are joined by a blank line into one token stream and windows
@@ -25,10 +26,13 @@ class CalibrationError(PrunescopeError):
     """Calibration data that is missing, malformed or too short."""
 
 
-def load_calibration(spec: CalibrationSpec, tokenizer) -> tuple[torch.Tensor, dict]:
-    """Return (ids [nsamples, seqlen] int64, provenance: source, data hash, indices, seed)."""
+def load_calibration(spec: CalibrationSpec, tokenizer, task=None) -> tuple[torch.Tensor, dict]:
+    """Return (ids [nsamples, seqlen] int64, provenance: source, data hash, indices, seed).
+
+    ``task`` (a ``harness.runner.plan.CalibrationTask``: data, fields, split) says where a
+    ``task:<name>`` source reads its documents; None: the task's own data."""
     if spec.source.startswith("task:"):
-        text, data_hash = _task_text(spec.source[len("task:"):])
+        text, data_hash = _task_text(spec.source[len("task:"):], task)
         return _windows(text, data_hash, spec, tokenizer)
     path = Path(spec.source)
     if not path.is_file():
@@ -40,10 +44,11 @@ def load_calibration(spec: CalibrationSpec, tokenizer) -> tuple[torch.Tensor, di
     return _windows(text, data_hash, spec, tokenizer)
 
 
-def _task_text(name: str) -> tuple[str, str]:
+def _task_text(name: str, task=None) -> tuple[str, str]:
     from tasks import load_task  # optional at import time: the GPU box may lack tasks' deps
 
-    data = load_task(name)
+    where = {} if task is None else {"data": task.data, "fields": task.fields, "split": task.split}
+    data = load_task(name, **where)
     return "\n\n".join(r.document for r in data.records), data.content_hash
 
 

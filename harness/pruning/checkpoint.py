@@ -15,31 +15,45 @@ from pathlib import Path
 
 import torch
 
-from harness.pruning.calibration import load_calibration
 from harness.devices import resolve_device
+from harness.pruning import registry
+from harness.pruning.calibration import load_calibration
 from harness.pruning.driver import find_blocks, prune
 from harness.pruning.spec import PruneSpec
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
-def prune_checkpoint(model_dir, spec: PruneSpec, out_dir, *, device="auto", dtype=None) -> dict:
-    """Load ``model_dir``, prune it per ``spec`` with its calibration, write ``out_dir``;
-    returns the sparsity report (also written as ``out_dir/sparsity.json``).
+
+def prune_checkpoint(model_dir, spec: PruneSpec, out_dir, *, device="auto", dtype: str = "auto",
+                     calibration_task=None) -> dict:
+    """Load ``model_dir`` in ``dtype``, prune it per ``spec`` with its calibration, write
+    ``out_dir``; returns the sparsity report (also written as ``out_dir/sparsity.json``).
 
     ``device="auto"`` processes blocks on CUDA when available (the model itself stays on the
-    CPU); ``dtype`` defaults to the checkpoint's own."""
+    CPU); ``dtype="auto"`` keeps the checkpoint's own (the methods' statistics are fp32
+    whatever the weights' dtype). ``calibration_task`` says where a ``task:NAME`` calibration
+    source reads its data (``harness.pruning.calibration.load_calibration``). A method
+    registered with ``level="model"`` prunes the loaded model through its ``prune_model``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype or "auto")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
+    method = registry.get(spec.method)
     ids = None
     calibration = None
-    if spec.method != "magnitude" or spec.owl is not None:
-        ids, calibration = load_calibration(spec.calibration, tokenizer)
-    report = prune(model, spec, ids, device=device, offload=torch.device(device).type != "cpu")
+    if method.needs_calibration or spec.owl is not None:
+        ids, calibration = load_calibration(spec.calibration, tokenizer, calibration_task)
+    if method.level == "model":
+        report = method.load().prune_model(model, spec, ids, device=device)
+    else:
+        report = prune(model, spec, ids, device=device, offload=torch.device(device).type != "cpu")
     if calibration is not None:
-        report["calibration"] = {**calibration, "ids_hash": report["calibration"]["ids_hash"]}
+        report["calibration"] = {**calibration, "ids_hash": (report.get("calibration") or {}).get("ids_hash")}
+    report["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
     _write(model, tokenizer, report, out_dir)
     return report
 

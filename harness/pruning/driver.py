@@ -19,7 +19,8 @@ from torch import nn
 
 from harness.errors import PrunescopeError
 from harness.pruning import owl
-from harness.pruning.methods import REGISTRY, Wanda
+from harness.pruning import registry
+from harness.pruning.methods import Wanda
 from harness.pruning.report import memory_peak, reset_memory_peak, sparsity_report
 from harness.pruning.spec import PruneSpec
 
@@ -83,8 +84,11 @@ def prune(model: nn.Module, spec: PruneSpec, calibration_ids: torch.Tensor | Non
     device = torch.device(device) if device is not None else next(blocks.parameters()).device
     reset_memory_peak(device)
     _check_shapes(prefix, blocks, spec)
-    method = REGISTRY[spec.method]
-    needs_data = method.needs_calibration or spec.owl is not None
+    info = registry.get(spec.method)
+    if info.level != "linear":
+        raise ValueError(f"{spec.method} prunes whole models; call prune_checkpoint or its prune_model")
+    method = info.load()
+    needs_data = info.needs_calibration or spec.owl is not None
     if needs_data:
         _check_ids(calibration_ids, model)
     store = torch.device("cpu") if offload else device
@@ -101,7 +105,7 @@ def prune(model: nn.Module, spec: PruneSpec, calibration_ids: torch.Tensor | Non
             with _on_device(block, device):
                 layers = linear_layers(block)
                 pruners = {name: method(layer, spec) for name, layer in layers.items()}
-                if method.needs_calibration:
+                if info.needs_calibration:
                     with _feeding(layers, pruners):
                         run_block(block, states, device, store)
                 for name, pruner in pruners.items():
@@ -109,7 +113,7 @@ def prune(model: nn.Module, spec: PruneSpec, calibration_ids: torch.Tensor | Non
                     if note:
                         notes[f"{prefix}.{index}.{name}"] = note
                 del pruners
-                if method.needs_calibration and index + 1 < len(blocks):
+                if info.needs_calibration and index + 1 < len(blocks):
                     states = run_block(block, states, device, store)
     report = sparsity_report(prefix, [linear_layers(b) for b in blocks], spec, targets)
     report["cholesky_retries"] = [{"module": k, **v} for k, v in notes.items()]

@@ -23,10 +23,11 @@ def text_hash(text: str) -> str:
 
 
 def perplexity(model_or_dir, text: str, *, seqlen: int, max_windows: int | None = None,
-               tokenizer=None, device=None) -> dict:
+               tokenizer=None, device=None, dtype: str = "auto") -> dict:
     """exp(mean next-token NLL) over the first ``max_windows`` full windows of ``text``
-    (tokenized with the tokenizer's special tokens, e.g. a leading BOS, like the references)."""
-    model, tokenizer = _load(model_or_dir, tokenizer, device)
+    (tokenized with the tokenizer's special tokens, e.g. a leading BOS, like the references).
+    A checkpoint folder loads in ``dtype`` ("auto": its own); logits are scored in fp32."""
+    model, tokenizer = _load(model_or_dir, tokenizer, device, dtype)
     ids = torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.int64)
     windows = ids.numel() // seqlen
     if max_windows is not None:
@@ -43,10 +44,11 @@ def perplexity(model_or_dir, text: str, *, seqlen: int, max_windows: int | None 
             count += targets.numel()
     return {"perplexity": math.exp(total_nll / count),
             "text_hash": text_hash(text),
-            "seqlen": seqlen, "windows": windows}
+            "seqlen": seqlen, "windows": windows,
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
 
 
-def _load(model_or_dir, tokenizer, device):
+def _load(model_or_dir, tokenizer, device, dtype: str):
     if not isinstance(model_or_dir, (str, Path)):
         if tokenizer is None:
             raise TypeError("perplexity of a loaded model needs its tokenizer")
@@ -54,5 +56,6 @@ def _load(model_or_dir, tokenizer, device):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
-    model = AutoModelForCausalLM.from_pretrained(model_or_dir, dtype="auto").to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        model_or_dir, dtype="auto" if dtype == "auto" else getattr(torch, dtype)).to(device).eval()
     return model, tokenizer or AutoTokenizer.from_pretrained(model_or_dir)

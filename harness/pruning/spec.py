@@ -9,8 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from harness.errors import PrunescopeError
+from harness.pruning import registry
 
-METHODS = ("magnitude", "wanda", "sparsegpt")
+
+def __getattr__(name):  # METHODS follows the registry, including methods registered later
+    if name == "METHODS":
+        return tuple(registry.METHODS)
+    raise AttributeError(f"module 'harness.pruning.spec' has no attribute {name!r}")
 
 
 class SpecError(PrunescopeError, ValueError):
@@ -64,16 +69,24 @@ class PruneSpec:
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise SpecError(f"method must be one of {', '.join(METHODS)} (got {self.method!r})")
-        if self.structure != "unstructured":
+        try:
+            method = registry.get(self.method)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
+        kind = registry.structure_kind(self.structure)
+        if kind not in method.structures:
+            if kind not in {k for m in registry.METHODS.values() for k in m.structures}:
+                parse_nm(self.structure)  # raises: neither a known structure nor N:M
+            raise SpecError(f"structure {self.structure!r} is not supported by {self.method} "
+                            f"(supports {', '.join(method.structures)})")
+        if kind == "nm":
             n, m = parse_nm(self.structure)
             object.__setattr__(self, "sparsity", n / m)
-            if self.owl is not None:
-                raise SpecError(
-                    f"owl allocates unstructured sparsity per block; it cannot be combined "
-                    f"with structure {self.structure!r}"
-                )
+        if kind != "unstructured" and self.owl is not None:
+            raise SpecError(
+                f"owl allocates unstructured sparsity per block; it cannot be combined "
+                f"with structure {self.structure!r}"
+            )
         if not 0 <= self.sparsity < 1:
             raise SpecError(f"sparsity must be in [0, 1) (got {self.sparsity})")
         if self.owl is not None and not 0 <= self.sparsity - self.owl.lam <= self.sparsity + self.owl.lam < 1:
@@ -89,7 +102,7 @@ class PruneSpec:
 
     @property
     def nm(self) -> tuple[int, int] | None:
-        return None if self.structure == "unstructured" else parse_nm(self.structure)
+        return parse_nm(self.structure) if registry.structure_kind(self.structure) == "nm" else None
 
     @property
     def key(self) -> str:

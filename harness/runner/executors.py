@@ -1,6 +1,7 @@
 """Executors: run a plan's stages locally (default) or as Ray tasks on a cluster.
 
-Both call the same stage functions and return ``Outcome``s; only the driver writes the
+Both take the run's ``RunContext`` and the plan, call the same stage functions and return
+``Outcome``s; only the driver writes the
 manifest, so concurrent workers never race on it. A failed checkpoint or cell is recorded
 with its error and traceback and the others continue.
 """
@@ -13,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config import StudyConfig
-from harness.runner import stages
+from harness.runner import freshness, stages
 from harness.runner.plan import CellJob, CheckpointJob, StudyPlan
-from harness.store import RunStore
+from harness.runner.stages import STAGES, RunContext
 
-STAGES = ("prune", "generate", "score", "report")
+__all__ = ["EXECUTORS", "STAGES", "Outcome", "cell_stages", "checkpoint_stage", "run_local", "run_ray"]
 
 
 @dataclass
@@ -44,61 +45,51 @@ def _attempt(key: str, stage: str, fn) -> tuple[Outcome, object]:
     return Outcome(key, stage, status, round(time.perf_counter() - start, 3)), value
 
 
-def checkpoint_stage(root: Path, job: CheckpointJob, study: StudyConfig, perplexity_text,
+def checkpoint_stage(ctx: RunContext, job: CheckpointJob,
                      need_weights: bool) -> tuple[Outcome, stages.ReadyCheckpoint | None]:
-    store = RunStore(root)
-    return _attempt(job.key, "prune", lambda: stages.ensure_checkpoint(
-        store, job, study, perplexity_text, need_weights))
+    return _attempt(job.key, "prune", lambda: stages.ensure_checkpoint(ctx, job, need_weights))
 
 
-def cell_stages(root: Path, cell: CellJob, ready, study: StudyConfig, task_data, scorers,
-                scorer_key: str, only: str | None) -> list[Outcome]:
+def cell_stages(ctx: RunContext, cell: CellJob, ready, scorers) -> list[Outcome]:
     """Generate then score one cell; ``ready`` is the checkpoint (None if it failed)."""
-    store = RunStore(root)
-    key = cell.info.key
+    key, only = cell.info.key, ctx.only
     outcomes = []
     if only in (None, "generate"):
-        if ready is None and not store.generation_path(key).exists():
+        if ready is None and not freshness.generation_current(ctx.store, key):
             return [Outcome(key, "generate", "blocked", details={"error": "its checkpoint failed"})]
-        outcome, _ = _attempt(key, "generate", lambda: (stages.ensure_generation(
-            store, cell, ready, study, task_data), None))
+        outcome, _ = _attempt(key, "generate", lambda: (stages.ensure_generation(ctx, cell, ready), None))
         outcomes.append(outcome)
         if outcome.status == "failed":
             return outcomes
     if only in (None, "score"):
-        if not store.generation_path(key).exists():
+        if not freshness.generation_current(ctx.store, key):
             return outcomes + [Outcome(key, "score", "blocked", details={"error": "no generations yet"})]
-        outcome, _ = _attempt(key, "score", lambda: (stages.ensure_scores(
-            store, cell, scorers, scorer_key, task_data), None))
-        outcome.details["scorer_key"] = scorer_key
+        outcome, _ = _attempt(key, "score", lambda: (stages.ensure_scores(ctx, cell, scorers), None))
+        outcome.details["scorer_key"] = ctx.scorer_key
         outcomes.append(outcome)
     return outcomes
 
 
-def run_local(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_text,
-              scorer_key: str, only: str | None, record, progress) -> None:
+def run_local(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
     """Checkpoint by checkpoint: prune it, then generate and score each of its cells."""
-    scorers = _scorers(study)  # one set of scorer models for the whole study
+    scorers = _scorers(ctx.study)  # one set of scorer models for the whole study
     for job in plan.checkpoints:
         cells = plan.cells_of(job)
         ready = None
-        if only != "score":  # scoring alone never prunes
-            outcome, ready = checkpoint_stage(store.root, job, study, perplexity_text,
-                                              _needs_weights(store, cells, only))
+        if ctx.only != "score":  # scoring alone never prunes
+            outcome, ready = checkpoint_stage(ctx, job, _needs_weights(ctx, cells))
             _record_for_cells(record, outcome, cells)
-        if only == "prune":
+        if ctx.only == "prune":
             progress(len(cells))
             continue
         for cell in cells:
-            for outcome in cell_stages(store.root, cell, ready, study, plan.tasks[cell.info.task],
-                                       scorers, scorer_key, only):
+            for outcome in cell_stages(ctx, cell, ready, scorers):
                 record(outcome)
             progress(1)
-        _maybe_drop_weights(store, job, cells, study)
+        _maybe_drop_weights(ctx, job, cells)
 
 
-def run_ray(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_text,
-            scorer_key: str, only: str | None, record, progress) -> None:
+def run_ray(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
     """One Ray task per checkpoint and one per cell (depending on its checkpoint's task), each
     asking for ``num_gpus_per_cell`` GPUs. Connects to ``RAY_ADDRESS`` if set, else starts a
     local Ray instance."""
@@ -109,22 +100,19 @@ def run_ray(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
-    gpus = study.num_gpus_per_cell
+    gpus = ctx.study.num_gpus_per_cell
     prune_task = ray.remote(num_gpus=gpus)(checkpoint_stage)
     cell_task = ray.remote(num_gpus=gpus)(_ray_cell)
     ckpt_refs = {}
     for job in plan.checkpoints:
-        if only == "score":  # scoring alone never prunes
+        if ctx.only == "score":  # scoring alone never prunes
             ckpt_refs[job.key] = ray.put((None, None))
             continue
-        ckpt_refs[job.key] = prune_task.remote(store.root, job, study, perplexity_text,
-                                               _needs_weights(store, plan.cells_of(job), only))
+        ckpt_refs[job.key] = prune_task.remote(ctx, job, _needs_weights(ctx, plan.cells_of(job)))
     cell_refs = {}
-    if only != "prune":
+    if ctx.only != "prune":
         for cell in plan.cells:
-            cell_refs[cell.info.key] = cell_task.remote(
-                store.root, cell, ckpt_refs[cell.checkpoint.key], study,
-                plan.tasks[cell.info.task], scorer_key, only)
+            cell_refs[cell.info.key] = cell_task.remote(ctx, cell, ckpt_refs[cell.checkpoint.key])
     for job in plan.checkpoints:
         outcome, _ = ray.get(ckpt_refs[job.key])
         if outcome is not None:
@@ -135,12 +123,12 @@ def run_ray(store: RunStore, plan: StudyPlan, study: StudyConfig, *, perplexity_
                 record(outcome)
         progress(1)
     for job in plan.checkpoints:
-        _maybe_drop_weights(store, job, plan.cells_of(job), study)
+        _maybe_drop_weights(ctx, job, plan.cells_of(job))
 
 
-def _ray_cell(root, cell, checkpoint_result, study, task_data, scorer_key, only):
+def _ray_cell(ctx: RunContext, cell: CellJob, checkpoint_result):
     _, ready = checkpoint_result
-    return cell_stages(root, cell, ready, study, task_data, _scorers(study), scorer_key, only)
+    return cell_stages(ctx, cell, ready, _scorers(ctx.study))
 
 
 def _scorers(study: StudyConfig):
@@ -150,9 +138,9 @@ def _scorers(study: StudyConfig):
     return Scorers(study.scoring)
 
 
-def _needs_weights(store: RunStore, cells, only: str | None) -> bool:
+def _needs_weights(ctx: RunContext, cells) -> bool:
     """Whether a checkpoint's weights must exist: some cell still has to generate from them."""
-    return only != "prune" and any(not store.generation_path(c.info.key).exists() for c in cells)
+    return ctx.only != "prune" and any(not freshness.generation_current(ctx.store, c.info.key) for c in cells)
 
 
 def _record_for_cells(record, outcome: Outcome, cells) -> None:
@@ -161,11 +149,11 @@ def _record_for_cells(record, outcome: Outcome, cells) -> None:
         record(Outcome(cell.info.key, "prune", outcome.status, outcome.seconds, outcome.details))
 
 
-def _maybe_drop_weights(store: RunStore, job: CheckpointJob, cells, study: StudyConfig) -> None:
-    if study.keep_checkpoints or job.spec is None:
+def _maybe_drop_weights(ctx: RunContext, job: CheckpointJob, cells) -> None:
+    if ctx.study.keep_checkpoints or job.spec is None:
         return
-    if all(store.generation_path(c.info.key).exists() for c in cells):
-        stages.drop_weights(store, job)
+    if all(freshness.generation_current(ctx.store, c.info.key) for c in cells):
+        stages.drop_weights(ctx.store, job)
 
 
 EXECUTORS = {"local": run_local, "ray": run_ray}

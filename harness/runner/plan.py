@@ -5,14 +5,21 @@ A checkpoint's key hashes the dense model's identity and the full prune spec (ca
 included); a cell's key hashes its checkpoint key, the task's selected data, the prompt and
 the generation settings. Scores are cached per cell under a separate scorer key, so a changed
 scorer setting rescores without regenerating.
+
+The jobs are small explicit context objects: a ``CheckpointJob`` carries everything pruning
+needs (dense directory and identity, dtype, the calibration task's data), a ``CellJob``
+everything generating and scoring need (its checkpoint, task, the model's chat family and
+the generation settings with the model's dtype). Calibration sources are resolved here, so
+``--dry-run`` reports a bad one before any work.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.config import StudyConfig, TaskConfig
+from harness.config import GenerationConfig, ScoringConfig, StudyConfig, TaskConfig
+from harness.errors import PrunescopeError
 from harness.hashing import content_key
 from harness.models import model_identity, resolve_model_dir
 from harness.pruning.spec import PruneSpec
@@ -21,6 +28,21 @@ from harness.records import CellInfo, ModelIdentity, PruneSpecInfo
 DENSE = "dense"
 # Engine settings that change memory use or speed but not the generated tokens.
 _NOT_RESULT_FIELDS = {"gpu_memory_utilization"}
+
+
+class PlanError(PrunescopeError):
+    """A study whose grid cannot be built (e.g. a calibration source that does not resolve)."""
+
+
+@dataclass(frozen=True)
+class CalibrationTask:
+    """Where a ``task:NAME`` calibration source reads its documents: the study's data for
+    NAME (path, field mapping, split), or the task's own data when the study lacks NAME."""
+
+    name: str
+    data: Path | None = None
+    fields: dict | None = None
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +54,8 @@ class CheckpointJob:
     key: str
     dense_dir: Path
     dense_identity: ModelIdentity
+    dtype: str = "auto"  # the model's dtype: pruning loads (and perplexity measures) in it
+    calibration_task: CalibrationTask | None = None
 
     @property
     def folder(self) -> str:
@@ -47,9 +71,14 @@ class CheckpointJob:
 
 @dataclass(frozen=True)
 class CellJob:
+    """One cell: generate ``task``'s documents from ``checkpoint`` with ``generation`` (the
+    study's settings with the model's dtype), then score them."""
+
     info: CellInfo
     checkpoint: CheckpointJob
     task: TaskConfig
+    chat_family: str = "auto"
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
 @dataclass
@@ -57,7 +86,6 @@ class StudyPlan:
     checkpoints: list[CheckpointJob]
     cells: list[CellJob]
     tasks: dict  # task name -> tasks.TaskData
-    skipped_records: dict[str, list] = field(default_factory=dict)
 
     def cells_of(self, checkpoint: CheckpointJob) -> list[CellJob]:
         return [c for c in self.cells if c.checkpoint.key == checkpoint.key]
@@ -75,16 +103,21 @@ def plan_study(study: StudyConfig, limit: int | None = None, hash_cache: dict | 
             task.name, data=task.data, fields=task.fields or None, split=task.split,
             limit=cap, sample_seed=task.sample_seed, on_bad_record=task.on_bad_record,
         )
+    calibration = [calibration_task(study, i) for i in range(len(study.prune))]
     checkpoints, cells = [], []
     for model in study.models:
         directory, revision = resolve_model_dir(model, study.allow_downloads)
         source = model.hub_id or str(model.path)
         identity = model_identity(model.name, directory, source, revision, hash_cache)
+        generation = model_generation(study.generation, model.dtype)
         dense_cells = {}
-        for spec in [None, *study.prune]:
-            key = content_key({"model": identity.checkpoint_hash, "dtype": model.dtype,
-                               "prune": spec.to_dict() if spec else DENSE})
-            ckpt = CheckpointJob(model.name, spec, key, directory, identity)
+        for spec, calib in [(None, None), *zip(study.prune, calibration)]:
+            inputs = {"model": identity.checkpoint_hash, "dtype": model.dtype,
+                      "prune": spec.to_dict() if spec else DENSE}
+            if calib is not None and calib.data is not None:  # the study's own data for it
+                inputs["calibration_data"] = _calibration_key(calib)
+            key = content_key(inputs)
+            ckpt = CheckpointJob(model.name, spec, key, directory, identity, model.dtype, calib)
             checkpoints.append(ckpt)
             for task in study.tasks:
                 for prompt in study.prompts:
@@ -98,17 +131,55 @@ def plan_study(study: StudyConfig, limit: int | None = None, hash_cache: dict | 
                                     task=task.name, prompt=prompt, baseline_key=baseline)
                     if spec is None:
                         dense_cells[(task.name, prompt)] = cell_key
-                    cells.append(CellJob(info, ckpt, task))
-    skipped = {name: list(map(_jsonable, data.skipped)) for name, data in tasks.items() if data.skipped}
-    return StudyPlan(checkpoints, cells, tasks, skipped)
+                    cells.append(CellJob(info, ckpt, task, model.chat_family, generation))
+    return StudyPlan(checkpoints, cells, tasks)
 
 
-def scorer_key(study: StudyConfig) -> str:
+def calibration_task(study: StudyConfig, index: int) -> CalibrationTask | None:
+    """The ``task:NAME`` calibration source of ``study.prune[index]`` resolved against the
+    study's tasks and checked to load; None for a file source. Raises PlanError naming the
+    prune spec."""
+    spec = study.prune[index]
+    source = spec.calibration.source
+    where = f"prune[{index}] ({spec.key}): calibration.source {source!r}"
+    if not source.startswith("task:"):
+        if not Path(source).is_file():
+            raise PlanError(f"{where}: no such file")
+        return None
+    name = source.removeprefix("task:")
+    own = next((t for t in study.tasks if t.name == name), None)
+    found = CalibrationTask(name) if own is None else CalibrationTask(
+        name, own.data, dict(own.fields) or None, own.split)
+    from tasks import load_task
+    from tasks.errors import DataError
+
+    try:
+        load_task(name, data=found.data, fields=found.fields, split=found.split, limit=1)
+    except (DataError, PrunescopeError) as exc:
+        raise PlanError(f"{where}: {exc}") from None
+    return found
+
+
+def model_generation(generation: GenerationConfig, dtype: str) -> GenerationConfig:
+    """The generation settings of one model: its ``dtype`` (unless auto) overrides the engine's."""
+    if dtype == "auto":
+        return generation
+    return generation.model_copy(update={"engine": generation.engine.model_copy(update={"dtype": dtype})})
+
+
+def _calibration_key(calib: CalibrationTask) -> dict:
+    from harness.hashing import hash_file
+
+    data = hash_file(calib.data) if Path(calib.data).is_file() else Path(calib.data).name
+    return {"data": data, "fields": calib.fields, "split": calib.split}
+
+
+def scorer_key(scoring: ScoringConfig) -> str:
     """Everything about scoring that changes a score, including the conv head's contents."""
     from harness.hashing import hash_file
 
-    config = study.scoring.model_dump(mode="json")
-    weights = study.scoring.summac_conv_weights
+    config = scoring.model_dump(mode="json")
+    weights = scoring.summac_conv_weights
     config["summac_conv_weights"] = hash_file(weights) if weights and Path(weights).exists() else None
     return content_key(config)
 
@@ -122,12 +193,3 @@ def _generation_key(study: StudyConfig) -> dict:
     config = study.generation.model_dump(mode="json")
     config["engine"] = {k: v for k, v in config["engine"].items() if k not in _NOT_RESULT_FIELDS}
     return config
-
-
-def _jsonable(item):
-    if hasattr(item, "model_dump"):
-        return item.model_dump(mode="json")
-    try:
-        return asdict(item)
-    except TypeError:
-        return item if isinstance(item, (dict, str)) else str(item)

@@ -1,4 +1,8 @@
-"""What a study will do (``--dry-run``) and what a run directory holds (``prunescope status``)."""
+"""What a study will do (``--dry-run``) and what a run directory holds (``prunescope status``).
+
+Both judge artifacts with ``harness.runner.freshness``, the rule ``prunescope run`` uses;
+the manifest only adds the logged failures, seconds and errors.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import StudyConfig
-from harness.runner.plan import plan_study
+from harness.config import ScoringConfig, StudyConfig
+from harness.errors import PrunescopeError
+from harness.runner import freshness
+from harness.runner.plan import plan_study, scorer_key
 from harness.runner.stages import is_pruned
 from harness.runner.study import run_dir_for
 from harness.store import RunStore
@@ -33,29 +39,28 @@ def dry_run(study: StudyConfig, out: str | Path | None = None, limit: int | None
     store = RunStore(run_dir_for(study, out))
     manifest = store.read_manifest()
     plan = plan_study(study, limit, dict(manifest.get("checkpoint_hashes", {})))
-    rows = [_row(store, cell.info, manifest) for cell in plan.cells]
+    key = scorer_key(study.scoring)
+    rows = [_row(store, cell.info, manifest, key) for cell in plan.cells]
     estimate = 0
     for job in plan.checkpoints:
         if job.spec is not None and not is_pruned(store, job):
             estimate += _weight_bytes(job.dense_dir)
     for cell in plan.cells:
-        if not store.generation_path(cell.info.key).exists():
+        if not freshness.generation_current(store, cell.info.key):
             estimate += _BYTES_PER_GENERATION * len(plan.tasks[cell.info.task].records)
     return rows, estimate
 
 
 def run_status(run_dir: str | Path) -> list[CellRow]:
-    """Each cell of a run directory with its stages' states, seconds and last error."""
+    """Each cell of a run directory with its stages' states, seconds and last error; a score
+    is "done" only when current under the run's study.yaml scoring settings."""
     store = RunStore(run_dir)
-    if not (store.root / "cells").is_dir():
-        from harness.errors import PrunescopeError
-
-        raise PrunescopeError(f"{store.root}: not a prunescope run directory (no cells/ folder)")
-    from harness.records import CellInfo
-
+    if not store.has_cells():
+        raise PrunescopeError(f"{store.root}: not a prunescope run directory (no cells folder)")
+    scoring = ScoringConfig.model_validate(store.read_study_raw().get("scoring") or {})
     manifest = store.read_manifest()
-    cells = [CellInfo.model_validate_json(p.read_text()) for p in sorted((store.root / "cells").glob("*.json"))]
-    return [_row(store, info, manifest) for info in cells]
+    key = scorer_key(scoring)
+    return [_row(store, info, manifest, key) for info in store.read_cells().values()]
 
 
 def format_rows(rows: list[CellRow]) -> str:
@@ -66,22 +71,26 @@ def format_rows(rows: list[CellRow]) -> str:
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in table)
 
 
-def _row(store: RunStore, info, manifest: dict) -> CellRow:
-    stages = manifest.get("cells", {}).get(info.key, {})
-    on_disk = {"generate": store.generation_path(info.key).exists(),
-               "score": store.score_path(info.key).exists()}
+def _row(store: RunStore, info, manifest: dict, key: str) -> CellRow:
+    logged = manifest.get("cells", {}).get(info.key, {})
+    current = {"generate": freshness.generation_current(store, info.key),
+               "score": freshness.scores_current(store, info.key, key)}
+    exists = {"generate": store.generation_path(info.key).exists(),
+              "score": store.score_path(info.key).exists()}
 
     def state(stage: str) -> str:
-        status = stages.get(stage, {}).get("status")
+        if current.get(stage):
+            return "done"
+        status = logged.get(stage, {}).get("status")
         if status in ("failed", "blocked"):
             return status
-        if stage in on_disk:
-            return "done" if on_disk[stage] else "pending"
+        if stage in current:
+            return "stale" if exists[stage] else "pending"
         return status or "pending"
 
-    errors = [stages[s].get("error", "") for s in ("prune", "generate", "score")  # root cause first
-              if stages.get(s, {}).get("status") in ("failed", "blocked")]
-    seconds = sum(float(s.get("seconds", 0)) for s in stages.values())
+    errors = [logged[s].get("error", "") for s in ("prune", "generate", "score")  # root cause first
+              if logged.get(s, {}).get("status") in ("failed", "blocked")]
+    seconds = sum(float(s.get("seconds", 0)) for s in logged.values())
     return CellRow(info.key, info.system, info.task, info.prompt, state("prune"),
                    state("generate"), state("score"), seconds, errors[0] if errors else "")
 

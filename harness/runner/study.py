@@ -14,13 +14,11 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from harness import atomic
 from harness.config import StudyConfig, load_study
 from harness.models import downloads_allowed
 from harness.runner import stages
-from harness.runner.executors import EXECUTORS, STAGES, Outcome
+from harness.runner.executors import EXECUTORS, Outcome
+from harness.runner.stages import STAGES
 from harness.runner.plan import StudyPlan, plan_study, scorer_key
 from harness.store import RunStore, provenance
 
@@ -73,12 +71,15 @@ def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
 
 
 def _run_locked(store, study, result, limit, stage, executor, show_progress, report):
-    atomic.write_text(store.study_yaml, yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False))
+    store.write_study(study)
     store.update_manifest(provenance=provenance({"generation": study.generation.seed,
                                                  "analysis": study.analysis.seed}))
     hashes = store.read_manifest().get("checkpoint_hashes", {})
     plan = plan_study(study, limit, hashes)
-    store.update_manifest(skipped_records=plan.skipped_records, checkpoint_hashes=hashes)
+    store.update_manifest(checkpoint_hashes=hashes)
+    for name, data in plan.tasks.items():
+        for problem in data.skipped:
+            log.warning("task %s: record left out (on_bad_record: skip): %s", name, problem)
     stages.write_cell_files(store, plan.cells)
     log.info("study %s: %d checkpoints, %d cells -> %s", study.name, len(plan.checkpoints),
              len(plan.cells), store.root)
@@ -100,9 +101,9 @@ def _run_locked(store, study, result, limit, stage, executor, show_progress, rep
     if stage != "report":
         with _progress(len(plan.cells), f"{study.name} cells", show_progress) as bar:
             bars.append(bar)
-            EXECUTORS[executor](store, plan, study, perplexity_text=_perplexity_text(study, plan),
-                                scorer_key=scorer_key(study), only=stage,
-                                record=record, progress=bar.update)
+            ctx = stages.RunContext(store, study, plan.tasks, _perplexity_text(study, plan),
+                                    scorer_key(study.scoring), stage)
+            EXECUTORS[executor](ctx, plan, record=record, progress=bar.update)
     if report and stage in (None, "report"):
         try:
             from analysis.report import write_report

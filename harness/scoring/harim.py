@@ -90,3 +90,18 @@ def _pad(rows: list[list[int]], pad_id: int):
         ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, :len(r)] = 1
     return ids, mask
+
+
+def score(batch, scorers) -> dict[str, list]:
+    """Metric-registry entry point: HaRiM+, mean risk and mean log p per summary."""
+    cfg = scorers.config
+    found = harim_scores(scorers.model("harim"), batch.sources, batch.texts, batch_size=cfg.batch_size,
+                         source_tokens=cfg.harim_source_tokens, summary_tokens=cfg.harim_summary_tokens)
+    return {"harim_plus": [h.harim_plus for h in found], "harim": [h.harim for h in found],
+            "harim_loglik": [h.loglik for h in found]}
+
+
+def provenance(scorers) -> dict:
+    cfg = scorers.config
+    return {**scorers.model("harim").provenance, "lambda": LAMBDA,
+            "source_tokens": cfg.harim_source_tokens, "summary_tokens": cfg.harim_summary_tokens}

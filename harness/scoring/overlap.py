@@ -64,3 +64,13 @@ def overlap_scores(summary_text: str, source_text: str) -> dict[str, float]:
     trigrams = ngrams(summary, 3)
     scores["repetition"] = 1 - len(set(trigrams)) / len(trigrams) if trigrams else NAN
     return scores
+
+
+def score(batch, scorers) -> dict[str, list]:
+    """Metric-registry entry point."""
+    found = [overlap_scores(text, source) for text, source in zip(batch.texts, batch.sources)]
+    return {column: [f[column] for f in found] for column in found[0]} if found else {}
+
+
+def provenance(scorers) -> dict:
+    return {"tokens": _WORD.pattern}

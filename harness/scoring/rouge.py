@@ -23,3 +23,17 @@ def rouge_f1(summary: str, target: str | None) -> dict[str, float]:
         return {t: math.nan for t in TYPES}
     scores = _scorer().score(target, summary)
     return {t: scores[t].fmeasure for t in TYPES}
+
+
+def score(batch, scorers) -> dict[str, list]:
+    """Metric-registry entry point: F1 against the reference (``_ref``) and the source (``_src``)."""
+    out = {}
+    for suffix, targets in (("ref", batch.references), ("src", batch.sources)):
+        found = [rouge_f1(text, target) for text, target in zip(batch.texts, targets)]
+        for kind in TYPES:
+            out[f"{kind}_{suffix}"] = [f[kind] for f in found]
+    return out
+
+
+def provenance(scorers) -> dict:
+    return {"package": "rouge-score", "use_stemmer": True}

@@ -1,6 +1,7 @@
 """The one scoring interface: ``Scorers(config).score(...)`` gives a row per document with
-every metric of the score contract, and ``score_cell`` turns a cell's generations into its
-``scores/<key>.parquet``. Scorer models load lazily, once, and are reused across cells.
+every column of the score contract (``registry.columns()``), and ``score_cell`` turns a
+cell's generations into its score file. Each metric is a module named in
+``harness.scoring.registry``; scorer models load lazily, once, and are reused across cells.
 
 Columns of metrics not asked for are NaN. Edge values (none of them raises):
 
@@ -17,31 +18,30 @@ Columns of metrics not asked for are NaN. Edge values (none of them raises):
 
 from __future__ import annotations
 
-import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from harness.config import ScoringConfig
 from harness.errors import PrunescopeError
-from harness.hashing import hash_file
 from harness.records import SCHEMA_VERSION, CellInfo
-from harness.scoring import harim, overlap, rouge, splitting, summac_conv, summac_zs
-
-
-COLUMNS = (
-    "doc_id", "summary_tokens", "summary_words", "empty",
-    "harim_plus", "harim", "harim_loglik", "summac_zs", "summac_conv",
-    "rouge1_ref", "rouge2_ref", "rougeL_ref", "rouge1_src", "rouge2_src", "rougeL_src",
-    "coverage", "density", "compression", "novel_1", "novel_2", "novel_3", "novel_4",
-    "repetition",
-)
-METADATA_KEY = b"prunescope"
+from harness.scoring import overlap, registry, splitting
 
 
 class ScoringError(PrunescopeError):
     """Scoring inputs that do not fit together (a summary without a source, a bad file)."""
+
+
+@dataclass
+class ScoreBatch:
+    """The summaries of one call to ``Scorers.score``, aligned by position. ``shared`` holds
+    intermediate results that several metrics use (the SummaC NLI images)."""
+
+    doc_ids: list[str]
+    texts: list[str]
+    sources: list[str]
+    references: list[str | None]
+    shared: dict = field(default_factory=dict)
 
 
 class Scorers:
@@ -53,7 +53,8 @@ class Scorers:
         self._models: dict[str, object] = {}
         self._conv = None
 
-    def _model(self, name: str):
+    def model(self, name: str):
+        """A scorer model a metric ``needs``: "harim" (seq2seq) or "nli" (classifier)."""
         if name not in self._models:
             from harness.scoring.loading import load_scorer
 
@@ -64,14 +65,38 @@ class Scorers:
                 allow_downloads=self.allow_downloads)
         return self._models[name]
 
-    def _nli_indices(self) -> tuple[int, int]:
+    def nli_indices(self) -> tuple[int, int]:
         from harness.scoring.nli import label_indices
 
-        return label_indices(self._model("nli").model.config, self.config.nli_entailment_index,
+        return label_indices(self.model("nli").model.config, self.config.nli_entailment_index,
                              self.config.nli_contradiction_index)
 
-    def _conv_head(self):
+    def nli_images(self, batch: ScoreBatch) -> list:
+        """Sentence-chunk NLI images of the batch, computed once for every SummaC metric."""
+        if "nli_images" not in batch.shared:
+            from harness.scoring.nli import nli_images
+
+            documents = [(splitting.chunks(s, splitting.MAX_SOURCE_CHUNKS), splitting.chunks(t))
+                         for s, t in zip(batch.sources, batch.texts)]
+            batch.shared["nli_images"] = nli_images(
+                self.model("nli"), documents, batch_size=self.config.batch_size,
+                indices=self.nli_indices())
+        return batch.shared["nli_images"]
+
+    def nli_provenance(self) -> dict:
+        from harness.scoring.nli import MAX_PAIR_TOKENS
+
+        ent, con = self.nli_indices()
+        return {**self.model("nli").provenance, "splitter": splitting.splitter_name(),
+                "granularity": "sentence", "min_chunk_chars": splitting.MIN_CHUNK_CHARS,
+                "max_source_chunks": splitting.MAX_SOURCE_CHUNKS, "pair_tokens": MAX_PAIR_TOKENS,
+                "entailment_index": ent, "contradiction_index": con,
+                "zs_use_contradiction": self.config.summac_zs_use_contradiction}
+
+    def conv_head(self):
         if self._conv is None:
+            from harness.scoring import summac_conv
+
             path = self.config.summac_conv_weights
             if path is None:
                 raise ScoringError(
@@ -83,102 +108,57 @@ class Scorers:
 
     def score(self, summaries: list[dict], sources: dict[str, str],
               references: dict[str, str | None]) -> "pandas.DataFrame":  # noqa: F821
-        """A row per summary dict (``doc_id``, ``text``, ``output_tokens``), in input order."""
+        """A row per summary dict (``doc_id``, ``text``, ``output_tokens``), in input order;
+        columns of metrics not asked for are NaN."""
         import pandas as pd
 
-        metrics = set(self.config.metrics)
         for k, summary in enumerate(summaries):
-            for field, kind in (("doc_id", str), ("text", str), ("output_tokens", int)):
-                if not isinstance(summary.get(field), kind):
+            for name, kind in (("doc_id", str), ("text", str), ("output_tokens", int)):
+                if not isinstance(summary.get(name), kind):
                     raise ScoringError(f"summary {k} (doc_id {summary.get('doc_id')!r}): field "
-                                       f"{field!r} must be a {kind.__name__}")
+                                       f"{name!r} must be a {kind.__name__}")
         missing = [s["doc_id"] for s in summaries if s["doc_id"] not in sources]
         if missing:
             raise ScoringError(f"no source document for doc_id {missing[0]!r}"
                                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}")
+        columns = registry.columns()
         if not summaries:
-            return pd.DataFrame({c: [] for c in COLUMNS})
-        texts = [s["text"] for s in summaries]
-        srcs = [sources[s["doc_id"]] for s in summaries]
-        rows = {c: [math.nan] * len(summaries) for c in COLUMNS}
-        rows["doc_id"] = [s["doc_id"] for s in summaries]
+            return pd.DataFrame({c: [] for c in columns})
+        ids = [s["doc_id"] for s in summaries]
+        batch = ScoreBatch(ids, [s["text"] for s in summaries], [sources[i] for i in ids],
+                           [references.get(i) for i in ids])
+        rows = {c: [math.nan] * len(summaries) for c in columns}
+        rows["doc_id"] = ids
         rows["summary_tokens"] = [int(s["output_tokens"]) for s in summaries]
-        rows["summary_words"] = [len(overlap.words(t)) for t in texts]
-        rows["empty"] = [not t.strip() for t in texts]
-        if "harim" in metrics:
-            found = harim.harim_scores(
-                self._model("harim"), srcs, texts, batch_size=self.config.batch_size,
-                source_tokens=self.config.harim_source_tokens,
-                summary_tokens=self.config.harim_summary_tokens)
-            rows["harim_plus"] = [h.harim_plus for h in found]
-            rows["harim"] = [h.harim for h in found]
-            rows["harim_loglik"] = [h.loglik for h in found]
-        if metrics & {"summac_zs", "summac_conv"}:
-            self._summac(rows, metrics, srcs, texts)
-        if "rouge" in metrics:
-            for suffix, targets in (("ref", [references.get(s["doc_id"]) for s in summaries]),
-                                    ("src", srcs)):
-                found = [rouge.rouge_f1(t, target) for t, target in zip(texts, targets)]
-                for kind in rouge.TYPES:
-                    rows[f"{kind}_{suffix}"] = [f[kind] for f in found]
-        if "overlap" in metrics:
-            found = [overlap.overlap_scores(t, s) for t, s in zip(texts, srcs)]
-            for column in found[0]:
-                rows[column] = [f[column] for f in found]
-        frame = pd.DataFrame(rows, columns=list(COLUMNS))
+        rows["summary_words"] = [len(overlap.words(t)) for t in batch.texts]
+        rows["empty"] = [not t.strip() for t in batch.texts]
+        for name in self.config.metrics:
+            metric = registry.get(name)
+            found = metric.load().score(batch, self)
+            unknown = set(found) - set(metric.columns)
+            if unknown:
+                raise ScoringError(f"metric {name!r} returned undeclared columns {sorted(unknown)}")
+            rows.update(found)
+        frame = pd.DataFrame(rows, columns=list(columns))
         return frame.astype({"summary_tokens": "int64", "summary_words": "int64", "empty": "bool"})
 
-    def _summac(self, rows, metrics, srcs, texts) -> None:
-        from harness.scoring.nli import nli_images
-
-        documents = [(splitting.chunks(s, splitting.MAX_SOURCE_CHUNKS), splitting.chunks(t))
-                     for s, t in zip(srcs, texts)]
-        images = nli_images(self._model("nli"), documents, batch_size=self.config.batch_size,
-                            indices=self._nli_indices())
-        if "summac_zs" in metrics:
-            rows["summac_zs"] = [summac_zs.summac_zs(im, self.config.summac_zs_use_contradiction)
-                                 for im in images]
-        if "summac_conv" in metrics:
-            hists = np.stack([summac_conv.histograms(im) for im in images])
-            rows["summac_conv"] = list(summac_conv.conv_scores(self._conv_head(), hists))
-
     def provenance(self) -> dict:
-        """What produced the scores: models (source, hash, precision), splitter, truncation."""
-        metrics = set(self.config.metrics)
-        out: dict = {"metrics": sorted(metrics), "batch_size": self.config.batch_size}
-        if "harim" in metrics:
-            out["harim"] = {**self._model("harim").provenance, "lambda": harim.LAMBDA,
-                            "source_tokens": self.config.harim_source_tokens,
-                            "summary_tokens": self.config.harim_summary_tokens}
-        if metrics & {"summac_zs", "summac_conv"}:
-            from harness.scoring.nli import MAX_PAIR_TOKENS
-
-            ent, con = self._nli_indices()
-            out["summac"] = {**self._model("nli").provenance, "splitter": splitting.splitter_name(),
-                             "granularity": "sentence", "min_chunk_chars": splitting.MIN_CHUNK_CHARS,
-                             "max_source_chunks": splitting.MAX_SOURCE_CHUNKS,
-                             "pair_tokens": MAX_PAIR_TOKENS, "entailment_index": ent,
-                             "contradiction_index": con,
-                             "zs_use_contradiction": self.config.summac_zs_use_contradiction}
-        if "summac_conv" in metrics:
-            path = self.config.summac_conv_weights
-            training = Path(f"{path}.json") if path is not None else None
-            out["summac_conv"] = {
-                "weights": None if path is None else str(path),
-                "weights_hash": None if path is None else hash_file(path)[:16],
-                "training": json.loads(training.read_text()) if training and training.exists() else None,
-            }
-        if "rouge" in metrics:
-            out["rouge"] = {"package": "rouge-score", "use_stemmer": True}
+        """What produced the scores, per metric (models with source, hash and precision;
+        splitter; truncation; package settings)."""
+        out: dict = {"metrics": sorted(self.config.metrics), "batch_size": self.config.batch_size}
+        for name in self.config.metrics:
+            out[name] = registry.get(name).load().provenance(self)
         return out
 
 
 def score_cell(generations_path: str | Path, sources: dict[str, str],
                references: dict[str, str | None], scorers: Scorers, out: str | Path,
-               cell: CellInfo | None = None) -> "pandas.DataFrame":  # noqa: F821
-    """Score one cell's generations and write ``out`` (parquet) atomically, with the cell and
-    the scorer provenance under the file metadata key ``prunescope``."""
+               cell: CellInfo | None = None, inputs: dict | None = None) -> "pandas.DataFrame":  # noqa: F821
+    """Score one cell's generations and write ``out`` (parquet) atomically, with the cell, the
+    scorer provenance and ``inputs`` (the freshness stamp: scorer key and generations key,
+    see ``harness.runner.freshness``) under the file metadata key ``prunescope``."""
     from harness.records import read_generations
+    from harness.store import write_scores
 
     records = read_generations(generations_path)
     summaries = [{"doc_id": r.doc_id, "text": r.text, "output_tokens": r.output_tokens}
@@ -189,27 +169,6 @@ def score_cell(generations_path: str | Path, sources: dict[str, str],
         raise ScoringError(f"{generations_path}: {exc}") from None
     metadata = {"schema_version": SCHEMA_VERSION,
                 "cell": None if cell is None else cell.model_dump(mode="json"),
-                "scorers": scorers.provenance()}
+                "scorers": scorers.provenance(), "inputs": inputs or {}}
     write_scores(frame, out, metadata)
     return frame
-
-
-def write_scores(frame, path: str | Path, metadata: dict) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from harness.atomic import write_with
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), METADATA_KEY: json.dumps(metadata, sort_keys=True)})
-    write_with(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def read_scores(path: str | Path) -> tuple["pandas.DataFrame", dict]:  # noqa: F821
-    """A score parquet and its ``prunescope`` metadata."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    meta = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"null"))
-    return table.to_pandas(), meta

@@ -174,3 +174,22 @@ def read_training_pairs(path: str | Path) -> tuple[list[str], list[str], np.ndar
     if len(set(labels)) < 2:
         raise ConvWeightsError(f"{path}: needs pairs of both labels (0 and 1)")
     return sources, summaries, np.array(labels)
+
+
+def score(batch, scorers) -> dict[str, list]:
+    """Metric-registry entry point (the NLI images are shared with SummaC-ZS)."""
+    hists = np.stack([histograms(image) for image in scorers.nli_images(batch)])
+    return {"summac_conv": list(conv_scores(scorers.conv_head(), hists))}
+
+
+def provenance(scorers) -> dict:
+    import json
+
+    from harness.hashing import hash_file
+
+    path = scorers.config.summac_conv_weights
+    training = Path(f"{path}.json") if path is not None else None
+    return {**scorers.nli_provenance(),
+            "weights": None if path is None else str(path),
+            "weights_hash": None if path is None else hash_file(path)[:16],
+            "training": json.loads(training.read_text()) if training and training.exists() else None}

@@ -14,3 +14,13 @@ def summac_zs(image: NLIImage, use_contradiction: bool = False) -> float:
     if use_contradiction:
         per_sentence = per_sentence - image.contra.max(axis=0)
     return float(per_sentence.mean())
+
+
+def score(batch, scorers) -> dict[str, list]:
+    """Metric-registry entry point (the NLI images are shared with SummaC-Conv)."""
+    use = scorers.config.summac_zs_use_contradiction
+    return {"summac_zs": [summac_zs(image, use) for image in scorers.nli_images(batch)]}
+
+
+def provenance(scorers) -> dict:
+    return scorers.nli_provenance()
