@@ -226,3 +226,28 @@ def test_generated_text_with_unicode_line_separators_round_trips(tmp_path):
                               sampling={})
     atomic.write_jsonl(tmp_path / "g.jsonl", [record, record])
     assert read_generations(tmp_path / "g.jsonl") == [record, record]
+
+
+@pytest.mark.vllm
+def test_generate_cli_defaults_resolve_one_dtype_in_both_backends(llama_path, tmp_path):
+    """`prunescope generate` with default options: vLLM gets the dtype the transformers
+    backend loads (the checkpoint's float32 on a CPU), so greedy ids agree token for token."""
+    pytest.importorskip("vllm")
+    import json
+
+    from harness.cli.main import main
+    from harness.generation.backends import resolve_dtype
+
+    assert resolve_dtype("auto", llama_path) == json.loads((llama_path / "config.json").read_text()).get(
+        "dtype", "float32")
+    outputs = {}
+    for backend in ("vllm", "hf"):
+        out = tmp_path / f"{backend}.jsonl"
+        assert main(["generate", "--model", str(llama_path), "--task", "demo", "--limit", "4",
+                     "--backend", backend, "--max-new-tokens", "48", "--out", str(out)]) == 0
+        outputs[backend] = [json.loads(line) for line in out.read_text().splitlines()]
+        meta = json.loads(out.with_name(f"{backend}.meta.json").read_text())
+        assert meta["dtype"] == resolve_dtype("auto", llama_path)
+    ids = {b: [r["output_token_ids"] for r in records] for b, records in outputs.items()}
+    assert len(ids["vllm"]) == 4 and sum(map(len, ids["vllm"])) > 4 * 8
+    assert ids["vllm"] == ids["hf"]

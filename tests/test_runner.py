@@ -123,7 +123,9 @@ def test_changing_one_prune_spec_recomputes_only_its_cells(make_study):
 def test_failed_cell_is_reported_and_others_complete(make_study, tmp_path, capsys):
     path, raw = make_study("fails", prune=[{"method": "magnitude", "sparsity": 0.5},
                                            {"method": "wanda", "sparsity": 0.5}])
-    raw["prune"][1]["calibration"]["source"] = str(tmp_path / "missing-calibration.txt")
+    short = tmp_path / "missing-calibration.txt"  # exists (the plan checks that) but is too short
+    short.write_text("too short to calibrate")
+    raw["prune"][1]["calibration"]["source"] = str(short)
     path.write_text(yaml.safe_dump(raw))
     result = run_study(path, show_progress=False)
     failed = {o.stage for o in result.failed}
@@ -203,3 +205,88 @@ def test_stages_run_one_at_a_time(make_study):
     scored = run_study(path, stage="score", show_progress=False)
     assert not scored.failed and len(list(out.glob("scores/*.parquet"))) == 2
     assert run_study(path, stage="report", show_progress=False).report.exists()
+
+
+def test_freshness_one_rule_for_run_and_status(make_study):
+    """A rerun redoes nothing; a scorer setting rescores only; a hand-edited generation record
+    makes that cell's scores stale in both status and run."""
+    path, raw = make_study("fresh", prune=[{"method": "magnitude", "sparsity": 0.5}], docs=2)
+    assert not run_study(path, show_progress=False, report=False).failed
+    again = run_study(path, show_progress=False, report=False)
+    assert again.count("done") == 0 and again.count("cached") == 4  # 2 cells x (generate, score)
+    raw["scoring"]["harim_summary_tokens"] = 40
+    path.write_text(yaml.safe_dump(raw))
+    assert all(r.score == "stale" and r.generate == "done" for r in run_status(raw["out"]))
+    rescored = run_study(path, show_progress=False, report=False)
+    assert {(o.stage, o.status) for o in rescored.outcomes if o.status != "cached"} == {("score", "done")}
+    assert sum(o.status == "done" for o in rescored.outcomes) == 2
+
+    rows = run_status(raw["out"])
+    assert all(r.score == "done" for r in rows)
+    edited = next(r.key for r in rows if r.system.endswith("dense"))
+    generations = Path(raw["out"], "generations", f"{edited}.jsonl")
+    lines = generations.read_text().splitlines()
+    record = json.loads(lines[0])
+    record["text"] = "A summary edited by hand."
+    generations.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    states = {r.key: r.score for r in run_status(raw["out"])}
+    assert states[edited] == "stale" and {v for k, v in states.items() if k != edited} == {"done"}
+    rerun = run_study(path, show_progress=False, report=False)
+    assert {(o.key, o.stage) for o in rerun.outcomes if o.status == "done"} == {(edited, "score")}
+    assert all(r.score == "done" for r in run_status(raw["out"]))
+
+
+def test_calibration_from_the_study_data_of_a_task(make_study, tmp_path):
+    """task:factcc calibrates from the study's local FactCC file (the task has no built-in
+    data), and a source that cannot resolve fails --dry-run naming the prune spec."""
+    from harness.cli.main import main
+    from tasks import load_task
+
+    demo = load_task("demo").records
+    data = tmp_path / "factcc.json"
+    data.write_text(json.dumps({r.id: {"document": r.document, "claim": "x", "label": 1} for r in demo}))
+    path, raw = make_study("calib", prune=[{"method": "wanda", "sparsity": 0.5}], docs=2)
+    raw["tasks"] = [{"name": "factcc", "data": str(data), "limit": 2}]
+    raw["prune"][0]["calibration"]["source"] = "task:factcc"
+    path.write_text(yaml.safe_dump(raw))
+    assert not run_study(path, stage="prune", show_progress=False).failed
+    report = json.loads(Path(raw["out"], "checkpoints", "tiny", "wanda-0.5", "sparsity.json").read_text())
+    expected = load_task("factcc", data=data).content_hash
+    assert report["calibration"]["source"] == "task:factcc" and report["calibration"]["data_hash"] == expected
+
+    raw["tasks"] = [{"name": "demo", "limit": 2}]  # factcc no longer has the study's data
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(path), "--dry-run"]) == 2
+    raw["prune"][0]["calibration"]["source"] = str(tmp_path / "nowhere.txt")
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(Exception, match=r"prune\[0\] \(wanda-0.5\): calibration.source .*nowhere.txt.*no such file"):
+        dry_run(load_study_file(path))
+
+
+def load_study_file(path):
+    from harness.config import load_study
+
+    return load_study(path)
+
+
+def test_model_dtype_reaches_pruning_perplexity_and_generation(make_study):
+    import torch
+
+    from harness.config import GenerationConfig
+    from harness.generation.backends import HFBackend
+    from transformers import AutoTokenizer
+
+    path, raw = make_study("bf16", prune=[{"method": "wanda", "sparsity": 0.5}], docs=1)
+    raw["models"][0]["dtype"] = "bfloat16"
+    path.write_text(yaml.safe_dump(raw))
+    result = run_study(path, stage="generate", show_progress=False)
+    assert not result.failed, result.failed
+    folder = Path(raw["out"], "checkpoints", "tiny", "wanda-0.5")
+    assert json.loads((folder / "sparsity.json").read_text())["dtype"] == "bfloat16"
+    assert json.loads((folder / "perplexity.json").read_text())["dtype"] == "bfloat16"
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
+    metas = [json.loads(p.read_text()) for p in Path(raw["out"], "generations").glob("*.meta.json")]
+    assert len(metas) == 2 and {m["dtype"] for m in metas} == {"bfloat16"}
+    config = GenerationConfig(backend="hf", engine={"dtype": "bfloat16"})
+    backend = HFBackend(folder, AutoTokenizer.from_pretrained(folder), config, set())
+    assert backend.model.dtype == torch.bfloat16

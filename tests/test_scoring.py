@@ -321,7 +321,8 @@ def test_rouge_columns(scored):
 def test_evaluate_modules_give_the_scorer_values(scored, bart_path, nli_path, conv_weights):
     import evaluate
 
-    from harness.scoring.evaluate_metrics import OUTPUTS, metric_path
+    from harness.scoring import registry
+    from harness.scoring.evaluate_metrics import metric_path
 
     predictions = [t for _, t in SUMMARIES[:4]]
     sources = [SOURCES[d] for d, _ in SUMMARIES[:4]]
@@ -331,7 +332,7 @@ def test_evaluate_modules_give_the_scorer_values(scored, bart_path, nli_path, co
     for name, kwargs in settings.items():
         got = evaluate.load(str(metric_path(name))).compute(
             predictions=predictions, references=sources, **kwargs)
-        for column in OUTPUTS[name]:
+        for column in registry.get(name).columns:
             np.testing.assert_allclose(got[column], scored[column][:4], atol=1e-5, err_msg=column)
     refs = ["The council approved a budget adding buses."] * 4
     got = evaluate.load(str(metric_path("rouge"))).compute(predictions=predictions, references=refs)

@@ -2,17 +2,21 @@
 (``harness.generation.generate_cell``)."""
 
 
+from harness.config import GenerationConfig
+from harness.generation.prompts import INSTRUCTIONS
+
+
 def register(sub) -> None:
     p = sub.add_parser("generate", help="generate summaries of a task's documents with vLLM or transformers")
     p.add_argument("--model", required=True, help="checkpoint directory")
     p.add_argument("--task", required=True, help="task name")
     p.add_argument("--data", default=None, help="local data file for the task")
     p.add_argument("--limit", type=int, default=None, help="first N documents")
-    p.add_argument("--backend", default="vllm", choices=["vllm", "hf"])
-    p.add_argument("--prompt", default="A", choices=["A", "B", "C"])
+    p.add_argument("--backend", default=GenerationConfig().backend, choices=["vllm", "hf"])
+    p.add_argument("--prompt", default="A", choices=sorted(INSTRUCTIONS), help="the reference study's prompt id")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
-    p.add_argument("--dtype", default=None, help="auto, float32, bfloat16, float16")
+    p.add_argument("--dtype", default=None, help="auto (default: the checkpoint's), float32, bfloat16, float16")
     p.add_argument("--chat-family", default="auto", choices=["auto", "chat", "llama", "opt-iml", "none"])
     p.add_argument("--out", required=True, help="JSONL file to write (a .meta.json goes next to it)")
     p.set_defaults(func=run)
@@ -22,7 +26,7 @@ def run(args) -> int:
     import os
     from pathlib import Path
 
-    from harness.config import EngineOptions, GenerationConfig
+    from harness.config import EngineOptions
     from harness.errors import PrunescopeError
     from harness.generation import generate_cell
     from harness.models import model_identity

@@ -1,7 +1,7 @@
 """Which weights to zero, given a score per weight (lower score = pruned first).
 
 All selections are vectorized over rows and groups (no Python loop over columns); the tie
-rules follow the reference code (REFERENCE-NOTES.md): per row a stable ascending sort, per
+rules follow the published code (docs/pruning-reference.md): per row a stable ascending sort, per
 matrix a ``<=`` threshold (found with kthvalue, linear time, instead of a full sort).
 """
 
