@@ -43,7 +43,11 @@ def report_context(run_dir: str | Path, definition: str | None = None, threshold
 def write_report(run_dir: str | Path, definition: str | None = None, threshold: float | None = None,
                  n_boot: int | None = None, seed: int | None = None) -> Path:
     """Write the report of a run directory; returns the path of report.html."""
-    ctx = report_context(run_dir, definition, threshold, n_boot, seed)
+    return write_context(report_context(run_dir, definition, threshold, n_boot, seed))
+
+
+def write_context(ctx: ReportContext) -> Path:
+    """Write the report of a built context; returns the path of report.html."""
     sections = [s for s in (provider(ctx) for provider in SECTION_PROVIDERS) if s]
     out = ctx.store.report_dir
     tables = ctx.store.report_subdir("tables")

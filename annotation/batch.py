@@ -15,11 +15,11 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from harness.errors import PrunescopeError
 from harness.hashing import content_key
-from harness.store import RunStore
+from harness.store import RunStore, read_record
 
 GUIDELINES = Path(__file__).with_name("guidelines.md")
 
@@ -107,18 +107,12 @@ def list_batches(run_dir: str | Path) -> list[str]:
     return sorted(p.parent.name for p in base.glob("*/batch.json")) if base.is_dir() else []
 
 
+_NOT_EXPORTED = "no such file (export the batch first)"
+
+
 def load_batch(directory: Path) -> Batch:
-    return _read(directory / "batch.json", Batch)
+    return read_record(directory / "batch.json", Batch, BatchError, _NOT_EXPORTED)
 
 
 def load_key(directory: Path) -> BatchKey:
-    return _read(directory / "key" / "key.json", BatchKey)
-
-
-def _read(path: Path, model: type[FrozenModel]):
-    try:
-        return model.model_validate_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BatchError(f"{path}: no such file (export the batch first)") from None
-    except ValidationError as exc:
-        raise BatchError(f"{path}: not a valid {model.__name__}: {exc.errors()[0]['msg']}") from None
+    return read_record(directory / "key" / "key.json", BatchKey, BatchError, _NOT_EXPORTED)

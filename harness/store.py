@@ -10,7 +10,8 @@ runs/<study>/
   checkpoints/<model>/<prune-key>/      HF checkpoint + sparsity.json, identity.json,
                                         perplexity.json, .job-key (the dense one: reports only)
   generations/<cell-key>.jsonl          GenerationRecord per document
-  generations/<cell-key>.meta.json      timing, backend, versions (never part of a key)
+  generations/<cell-key>.meta.json      timing, backend, resolved dtype, versions (written by
+                                        harness.generation beside any generations file)
   scores/<cell-key>.parquet             a row per document; metadata: cell, provenance, inputs
   bench/model.json                      sizes and speed per checkpoint (prunescope bench model)
   annotation/<batch-id>/                batch.json, export files, key/, imports/
@@ -129,7 +130,7 @@ class RunStore:
             raise ArtifactError(f"{self.root}: no {_CELLS}/*.json; is this a prunescope run directory?")
         cells = {}
         for path in paths:
-            info = _read_model(path, CellInfo)
+            info = read_record(path, CellInfo)
             cells[info.key] = info
         return cells
 
@@ -154,7 +155,7 @@ class RunStore:
         atomic.write_json(self.checkpoint_report_path(model, prune_key, name), value)
 
     def read_identity(self, model: str, prune_key: str) -> ModelIdentity:
-        return _read_model(self.checkpoint_report_path(model, prune_key, "identity.json"), ModelIdentity)
+        return read_record(self.checkpoint_report_path(model, prune_key, "identity.json"), ModelIdentity)
 
     def read_job_key(self, model: str, prune_key: str) -> str | None:
         path = self.checkpoint_dir(model, prune_key) / JOB_KEY_FILE
@@ -167,10 +168,6 @@ class RunStore:
     def generation_path(self, cell_key: str) -> Path:
         return self.root / _GENERATIONS / f"{cell_key}.jsonl"
 
-    def generation_meta_path(self, cell_key: str) -> Path:
-        """Timing, backend and resolved dtype of a cell's generation (written beside it)."""
-        return self.root / _GENERATIONS / f"{cell_key}.meta.json"
-
     def read_generations(self, cell_key: str) -> list[GenerationRecord]:
         path = self.generation_path(cell_key)
         if not path.exists():
@@ -180,9 +177,6 @@ class RunStore:
     def read_generation_texts(self, cell_key: str) -> dict[str, str]:
         """doc_id -> generated text of one cell."""
         return {record.doc_id: record.text for record in self.read_generations(cell_key)}
-
-    def read_generation_meta(self, cell_key: str) -> dict | None:
-        return _read_json(self.generation_meta_path(cell_key), missing_ok=True)
 
     # --- scores ------------------------------------------------------------------------
     def score_path(self, cell_key: str) -> Path:
@@ -378,15 +372,17 @@ def _read_json(path: Path, missing_ok: bool = False):
         raise ArtifactError(f"{path}: cannot read JSON: {exc}") from None
 
 
-def _read_model(path: Path, model: type[BaseModel]):
+def read_record(path: Path, model: type[BaseModel], error: type[PrunescopeError] = ArtifactError,
+                missing: str = "no such file"):
+    """One JSON artifact as a typed record; ``error`` names the path (and the field)."""
     try:
         return model.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ArtifactError(f"{path}: no such file") from None
+        raise error(f"{path}: {missing}") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ArtifactError(f"{path}: field {where}: {err['msg']}") from None
+        raise error(f"{path}: field {where}: {err['msg']}") from None
 
 
 def _now() -> str:

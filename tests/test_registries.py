@@ -4,6 +4,7 @@ module, one entry) reaches every place that uses it."""
 from __future__ import annotations
 
 import json
+import re
 import pytest
 from harness.pruning import registry as methods
 from harness.scoring import registry as metrics
@@ -94,8 +95,8 @@ def test_a_metric_added_through_the_registry_alone(toy_metric, tmp_path):
         scores, _ = store.read_scores(key)
         store.write_scores(key, scores.assign(toy_chars=7.0), {})
     write_report(run, n_boot=100)
-    quality = (run / "report" / "report.md").read_text().split("## Summary quality")[1].split("## ")[0]
-    assert "toy characters" in quality and "7.000" in quality
+    quality = (run / "report" / "report.md").read_text().split("\n## Summary quality")[1].split("\n## ")[0]
+    assert "toy characters" in quality and len(re.findall(r"\| 7(?:\.0+)? \|", quality)) == 4
 
 
 def test_unknown_metric_names_the_registry_choices():
@@ -125,7 +126,7 @@ def test_a_pruning_method_added_through_the_registry_alone(toy_methods, llama_pa
     from harness.pruning.spec import METHODS, SpecError
     from harness.records import PruneSpecInfo
 
-    assert "firstcols" in METHODS and PruneSpecInfo(method="firstcols").label == "firstcols-0.5"
+    assert "firstcols" in METHODS and PruneSpecInfo(method="firstcols", sparsity=0.5).label == "firstcols-0.5"
     with pytest.raises(SpecError, match="structure '2:4' is not supported by firstcols"):
         PruneSpec(method="firstcols", structure="2:4")
     out = tmp_path / "firstcols"

@@ -124,6 +124,9 @@ def test_report_with_no_comparisons_still_writes(tmp_path):
     write_report(tmp_path, n_boot=100)
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Hallucination risk ratios" not in md and "## Missing data" in md
+    assert md.index("## Missing data") < md.index("## Summary quality")  # said at the top
+    assert "Nothing could be compared" in md.split("## Missing data")[1]
+    assert main(["report", str(tmp_path), "--bootstrap", "100"]) == 1  # and the CLI says so
 
 
 def test_cli_report_and_its_errors(tmp_path, capsys):

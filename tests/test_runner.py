@@ -213,10 +213,11 @@ def test_freshness_one_rule_for_run_and_status(make_study):
     path, raw = make_study("fresh", prune=[{"method": "magnitude", "sparsity": 0.5}], docs=2)
     assert not run_study(path, show_progress=False, report=False).failed
     again = run_study(path, show_progress=False, report=False)
-    assert again.count("done") == 0 and again.count("cached") == 4  # 2 cells x (generate, score)
+    assert again.count("done") == 0 and again.count("cached") == 6  # 2 cells x (prune, generate, score)
     raw["scoring"]["harim_summary_tokens"] = 40
     path.write_text(yaml.safe_dump(raw))
-    assert all(r.score == "stale" and r.generate == "done" for r in run_status(raw["out"]))
+    rows, _ = dry_run(load_study_file(path))  # the new settings; status judges by the run's own
+    assert all(r.score == "stale" and r.generate == "done" for r in rows)
     rescored = run_study(path, show_progress=False, report=False)
     assert {(o.stage, o.status) for o in rescored.outcomes if o.status != "cached"} == {("score", "done")}
     assert sum(o.status == "done" for o in rescored.outcomes) == 2

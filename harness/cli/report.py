@@ -15,12 +15,19 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from analysis.report import write_report
+    import sys
+
+    from analysis.report import report_context, write_context
     from harness.errors import PrunescopeError
 
     if not Path(args.run_dir).is_dir():
         raise PrunescopeError(f"{args.run_dir}: no such run directory")
-    path = write_report(args.run_dir, args.risk, args.threshold, args.bootstrap, args.seed)
+    ctx = report_context(args.run_dir, args.risk, args.threshold, args.bootstrap, args.seed)
+    path = write_context(ctx)
     print(path.parent / "report.md")
     print(path)
+    if ctx.risk is None:
+        print("nothing could be compared: no pruned cell has scores beside its dense baseline "
+              "(the report's first section lists what is missing)", file=sys.stderr)
+        return 1
     return 0

@@ -25,7 +25,8 @@ def run_list(args) -> int:
         source = ("built-in data" if definition.data else
                   f"hub {definition.hub_id}" if definition.hub_id else "local file (data=PATH)")
         reference = definition.fields.get("reference") if definition.has_reference else "none"
-        print(f"{name}\t{source}\treference: {reference}\tprompts: {','.join(definition.prompts)}")
+        print(f"{name}\t{source}\treference: {reference}\tprompts: {','.join(definition.prompts)}"
+              f"\tcite: {' '.join(definition.citation.split())}")
     return 0
 
 
