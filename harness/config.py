@@ -112,6 +112,33 @@ class PerplexityConfig(Section):
     max_windows: int | None = Field(default=64, ge=1)
 
 
+class CorpusConfig(Section):
+    """A standard perplexity corpus read from local files: ``path`` (a text file, a JSON/JSONL/
+    parquet file or a ``save_to_disk`` folder with a "text" column) or, when None, the
+    ``datasets`` cache. See ``harness.quality.corpora`` for each corpus's protocol."""
+
+    name: Literal["wikitext2", "c4"]
+    path: Path | None = None
+
+
+class QualityConfig(Section):
+    """The optional quality stage: lm-evaluation-harness tasks and standard-corpus perplexity
+    per checkpoint (``pip install prunescope[quality]``). Empty lists: the stage is off."""
+
+    tasks: list[str] = Field(default_factory=list)  # lm-eval task names or task YAML files
+    corpora: list[CorpusConfig] = Field(default_factory=list)
+    backend: Literal["hf", "vllm"] | None = None  # None: generation.backend
+    batch_size: int = Field(default=8, ge=1)
+    num_fewshot: int | None = Field(default=None, ge=0)  # None: each task's own (0 for most)
+    limit: int | None = Field(default=None, ge=1)  # documents per task: smoke runs only
+    seqlen: int | None = Field(default=None, ge=2)  # None: the model's context, at most 2048
+    device: str = "auto"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tasks or self.corpora)
+
+
 class AnalysisConfig(Section):
     risk: str = "mean_risk"  # a name in analysis.risk.DEFINITIONS
     risk_threshold: float = Field(default=0.5, gt=0, lt=1)  # the "threshold" definition's cut
@@ -129,6 +156,7 @@ class StudyConfig(Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     perplexity: PerplexityConfig = Field(default_factory=PerplexityConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     executor: Literal["local", "ray"] = "local"
     num_gpus_per_cell: float = Field(default=0, ge=0)
@@ -192,6 +220,11 @@ def _describe(exc: ValidationError, source) -> str:
     return "\n".join(lines)
 
 
+def is_task_file(task: str) -> bool:
+    """Whether a ``quality.tasks`` entry names a local lm-eval task YAML (else a task name)."""
+    return task.endswith((".yaml", ".yml"))
+
+
 def _resolve_paths(study: StudyConfig, base: Path, source) -> StudyConfig:
     def resolve(p: Path | None) -> Path | None:
         return None if p is None else (p if p.is_absolute() else (base / p).resolve())
@@ -209,12 +242,19 @@ def _resolve_paths(study: StudyConfig, base: Path, source) -> StudyConfig:
         task.data = resolve(task.data)
     study.scoring.summac_conv_weights = resolve(study.scoring.summac_conv_weights)
     study.perplexity.text = resolve(study.perplexity.text)
+    for i, task in enumerate(study.quality.tasks):
+        if is_task_file(task):
+            study.quality.tasks[i] = str(resolve(Path(task)))
+            if not Path(study.quality.tasks[i]).is_file():
+                raise ConfigError(f"{source}: quality.tasks[{i}]: no such task file: {study.quality.tasks[i]}")
+    for corpus in study.quality.corpora:
+        corpus.path = resolve(corpus.path)
     study.out = resolve(study.out)
     return study
 
 
 __all__ = [
-    "AnalysisConfig", "CalibrationSpec", "ConfigError", "EngineOptions", "GenerationConfig",
-    "ModelConfig", "OWLSpec", "PerplexityConfig", "PruneSpec", "ScoringConfig", "StudyConfig",
+    "AnalysisConfig", "CalibrationSpec", "ConfigError", "CorpusConfig", "EngineOptions", "GenerationConfig",
+    "ModelConfig", "OWLSpec", "PerplexityConfig", "PruneSpec", "QualityConfig", "ScoringConfig", "StudyConfig",
     "TaskConfig", "load_study", "parse_study",
 ]
