@@ -218,6 +218,9 @@ def test_example_study_is_a_valid_config():
     assert [p.key for p in study.prune] == ["wanda-0.5", "wanda-2of4", "sparsegpt-0.5", "sparsegpt-2of4"]
     assert study.prune[0].calibration.source == str(example.parent / "c4-128x4096.pt")
     assert {t.name for t in study.tasks} == {"factcc", "polytope", "summeval", "legal_contracts", "rct"}
+    zero_shot_seven = {"boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"}
+    assert zero_shot_seven < set(study.quality.tasks) and {"triviaqa"} & set(study.quality.tasks)
+    assert [c.name for c in study.quality.corpora] == ["wikitext2", "c4"]
 
 
 def test_checkpoint_hash_cache_skips_unchanged_files_and_sees_changes(tmp_path, llama_path):

@@ -214,3 +214,17 @@ def test_vllm_backend_needs_the_vllm_distribution(llama_path):
     else:
         name, args = model_args(llama_path, LMEvalSettings(backend="vllm", tensor_parallel_size=2))
         assert name == "vllm" and args["tensor_parallel_size"] == 2
+
+
+def test_cli_evaluates_one_checkpoint(files, llama_path, tmp_path, capsys):
+    from harness.cli.main import main
+
+    out = tmp_path / "q"
+    args = ["quality", "--model", str(llama_path), "--task", str(files["task"]), "--limit", "2",
+            "--dtype", "float32", "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["tasks"]["tiny_mc"]["documents"] == 2
+    assert read_quality(out / QUALITY_FILE).model_dump(mode="json") == printed
+    assert main([*args[:-2], "--corpus", "wikipedia", "--out", str(out)]) == 2
+    assert "unknown corpus 'wikipedia'" in capsys.readouterr().err

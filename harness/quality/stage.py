@@ -69,6 +69,18 @@ def ensure_quality(folder: str | Path, model_dir: str | Path | None, checkpoint_
     return True
 
 
+def evaluate_checkpoint(model_dir: str | Path, config: QualityConfig, settings: LMEvalSettings,
+                        out: str | Path | None = None) -> QualityRecord:
+    """The quality stage for one checkpoint outside a study (``prunescope quality``): results
+    go to ``out`` (default: the checkpoint folder), keyed by the checkpoint's content hash."""
+    from harness.hashing import hash_checkpoint
+
+    folder = Path(out or model_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    ensure_quality(folder, model_dir, hash_checkpoint(model_dir), config, settings)
+    return read_quality(folder / QUALITY_FILE)
+
+
 def task_key(checkpoint_key: str, spec: TaskSpec, lm_eval_version: str, settings: dict) -> str:
     """The key a task's result is current under (``settings``: ``LMEvalSettings.result_fields``)."""
     return content_key({"checkpoint": checkpoint_key, "task": spec.fingerprint,
