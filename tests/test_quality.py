@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -228,3 +229,40 @@ def test_cli_evaluates_one_checkpoint(files, llama_path, tmp_path, capsys):
     assert read_quality(out / QUALITY_FILE).model_dump(mode="json") == printed
     assert main([*args[:-2], "--corpus", "wikipedia", "--out", str(out)]) == 2
     assert "unknown corpus 'wikipedia'" in capsys.readouterr().err
+
+
+def test_a_corpus_not_available_locally_is_a_clear_error(tmp_path):
+    """An empty Hugging Face cache (subprocess, offline): the error names the corpus and where
+    it looked; a missing path is named too."""
+    script = f"""
+from harness.quality.corpora import CorpusError, corpus_text
+for name, path in (("wikitext2", None), ("c4", {str(tmp_path / "c4-validation.json.gz")!r})):
+    try:
+        corpus_text(name, path)
+    except CorpusError as exc:
+        print("ERROR:", exc)
+"""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                         env=env, timeout=120)
+    errors = [line for line in out.stdout.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 2, out.stderr
+    assert "quality.corpora[wikitext2]" in errors[0] and "datasets cache" in errors[0]
+    assert f"no such file or folder: {tmp_path / 'c4-validation.json.gz'}" in errors[1]
+
+
+def test_c4_protocol_first_1100_documents_and_256_windows(tmp_path, llama_path):
+    from harness.quality.corpora import corpus_perplexity, corpus_text
+
+    rows = [f"Document {i} says the council met on day {i}." for i in range(1105)]
+    shard = tmp_path / "c4-validation.00000-of-00008.json"
+    shard.write_text("".join(json.dumps({"text": r, "url": "u"}) + "\n" for r in rows))
+    text = corpus_text("c4", shard)
+    assert text == " ".join(rows[:1100])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 256 tiny forwards: thread hand-offs would cost more than the work
+    try:
+        result = corpus_perplexity(llama_path, "c4", text, seqlen=8, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert result["windows"] == 256 and "first 1100 documents joined with ' '" in result["protocol"]

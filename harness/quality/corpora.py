@@ -90,6 +90,8 @@ def _rows(corpus: Corpus, path) -> list[str]:
     try:
         if path is None:
             data = datasets.load_dataset(*corpus.dataset, **corpus.dataset_kwargs)
+        elif not Path(path).exists():
+            raise CorpusError(f"quality.corpora[{corpus.name}].path: no such file or folder: {path}")
         elif Path(path).is_dir():
             data = datasets.load_from_disk(str(path))
             data = data[corpus.dataset_kwargs["split"]] if isinstance(data, datasets.DatasetDict) else data
