@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import PrunescopeError
-from harness.hashing import content_key, hash_file
+from harness.hashing import hash_file
 
 LM_EVAL_EXTRA = "prunescope[quality]"
 # The metric shown for a task, in order of preference, and what kind of number it is. Papers
@@ -69,23 +69,30 @@ class TaskSpec:
 def task_spec(source: str) -> TaskSpec:
     """Read a task entry; a YAML file must exist and name its task (``QualityTaskError``).
 
-    A file's fingerprint hashes its text and every local data file it lists under
-    ``dataset_kwargs.data_files``, so editing either reruns the task."""
+    lm-eval indexes a task file's whole folder (a group file finds its tasks there), so a
+    file's fingerprint hashes every task YAML in that folder and every local data file they
+    list under ``dataset_kwargs.data_files``: editing any of them reruns the task."""
     if not source.endswith((".yaml", ".yml")):
         return TaskSpec(source, source, {"name": source})
     path = Path(source)
     if not path.is_file():
         raise QualityTaskError(f"quality task file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        config = yaml.load(text, Loader=_TaskLoader) or {}
-    except yaml.YAMLError as exc:
-        raise QualityTaskError(f"{path}: not valid YAML: {exc}") from None
-    name = config.get("task") or config.get("group") if isinstance(config, dict) else None
+    config = _read_task_yaml(path)
+    name = config.get("group") or config.get("task")
     if not isinstance(name, str):
         raise QualityTaskError(f"{path}: field task: a task YAML needs a 'task' (or 'group') name")
-    data = {str(p): hash_file(p) for p in _data_files(config) if Path(p).is_file()}
-    return TaskSpec(source, name, {"name": name, "yaml": content_key(text), "data_files": data})
+    files = sorted(p for p in path.parent.iterdir() if p.suffix in (".yaml", ".yml"))
+    data = sorted({f for p in files for f in _data_files(_read_task_yaml(p)) if Path(f).is_file()})
+    return TaskSpec(source, name, {"name": name, "yaml": {p.name: hash_file(p) for p in files},
+                                   "data_files": {f: hash_file(f) for f in data}})
+
+
+def _read_task_yaml(path: Path) -> dict:
+    try:
+        config = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskLoader)
+    except yaml.YAMLError as exc:
+        raise QualityTaskError(f"{path}: not valid YAML: {exc}") from None
+    return config if isinstance(config, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -139,10 +146,13 @@ def evaluate_tasks(model_dir: str | Path, specs: list[TaskSpec], settings: LMEva
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     model, args = model_args(model_dir, settings)
     # Indexing lm-eval's ~15k built-in task files takes seconds; local files do not need it.
-    manager = TaskManager(include_defaults=any(not s.is_file for s in specs))
+    # A local file's folder is indexed and the file's task asked for by name (lm-eval loads a
+    # group file only that way; its tasks are found beside it).
+    folders = sorted({str(Path(s.source).resolve().parent) for s in specs if s.is_file})
+    manager = TaskManager(include_path=folders or None, include_defaults=any(not s.is_file for s in specs))
     try:
         out = lm_eval.simple_evaluate(
-            model=model, model_args=args, tasks=[s.source for s in specs], task_manager=manager,
+            model=model, model_args=args, tasks=[s.name for s in specs], task_manager=manager,
             num_fewshot=settings.num_fewshot, limit=settings.limit, batch_size=settings.batch_size,
             device=_device(settings) if model == "hf" else None, bootstrap_iters=0, log_samples=True)
     except KeyError as exc:  # lm-eval's word for an unknown task name
@@ -192,13 +202,20 @@ def _task_result(out: dict, name: str) -> TaskResult:
         if "," in key and metric not in metrics and value != "N/A":
             metrics[metric] = value
     primary = next((m for m in PRIMARY_METRICS if m in metrics), None)
-    leaves = [name] if name in out.get("samples", {}) else out.get("group_subtasks", {}).get(name, [])
-    samples = [_sample(leaf, s) for leaf in leaves for s in out.get("samples", {}).get(leaf, [])]
+    samples = [_sample(leaf, s) for leaf in _leaves(out, name) for s in out.get("samples", {}).get(leaf, [])]
     version = out.get("versions", {}).get(name)
     return TaskResult(name=name, metrics=metrics, primary=primary,
                       kind=PRIMARY_METRICS.get(primary, "other"), documents=len(samples),
                       num_fewshot=out.get("n-shot", {}).get(name),
                       task_version=None if version is None else str(version), samples=samples)
+
+
+def _leaves(out: dict, name: str) -> list[str]:
+    """The tasks under a group (groups nest, e.g. mmlu > mmlu_humanities > ...)."""
+    children = out.get("group_subtasks", {}).get(name)
+    if children is None:
+        return [name]
+    return [leaf for child in children for leaf in _leaves(out, child)]
 
 
 def _sample(task: str, sample: dict) -> dict:
