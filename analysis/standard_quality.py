@@ -4,13 +4,11 @@ changed), read from each checkpoint's ``quality.json`` (written by the quality s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from analysis.load import RunData
-from analysis.sections import ReportSection
+from analysis.sections import ReportContext, ReportSection
 from harness.quality.records import QUALITY_FILE, QualityRecord, read_quality
 
 AVERAGE = "average"
@@ -29,10 +27,10 @@ def checkpoint_records(run: RunData) -> list[tuple[dict, QualityRecord, str]]:
     out = []
     for (model, folder), row in sorted(systems.items(), key=lambda kv: [str(kv[1][k]) for k in _ORDER]
                                        if kv[1]["method"] != "dense" else [kv[1]["model"], ""]):
-        rel = f"checkpoints/{model}/{folder}/{QUALITY_FILE}"
-        record = read_quality(run.root / rel)
+        path = run.store.checkpoint_report_path(model, folder, QUALITY_FILE)
+        record = read_quality(path)
         if record is not None:
-            out.append((row, record, rel))
+            out.append((row, record, run.store.relative(path)))
     return out
 
 
@@ -80,7 +78,7 @@ def cost_table(quality: pd.DataFrame, risk: pd.DataFrame | None) -> pd.DataFrame
     """A row per pruned checkpoint: its average accuracy, the points lost against dense, and
     per risk metric the geometric mean of its risk ratios over datasets and prompts."""
     pruned = quality[quality["change vs dense (points)"].notna() & (quality["system"] != "dense")]
-    table = pruned[[*_SYSTEM, AVERAGE]].assign(**{"accuracy lost (points)": -pruned["change vs dense (points)"]})
+    table = pruned[[*_SYSTEM, AVERAGE]].assign(**{"accuracy lost (points)": 0.0 - pruned["change vs dense (points)"]})
     if risk is None or risk.empty:
         return table.reset_index(drop=True)
     ratios = risk[np.isfinite(risk["ratio"]) & (risk["ratio"] > 0)]
@@ -91,11 +89,9 @@ def cost_table(quality: pd.DataFrame, risk: pd.DataFrame | None) -> pd.DataFrame
                        how="left").reset_index(drop=True)
 
 
-def report_section(run_dir: str | Path, risk: pd.DataFrame | None = None) -> ReportSection | None:
+def report_section(ctx: ReportContext) -> ReportSection | None:
     """The report's "Standard quality" section, or None when no checkpoint has quality results."""
-    from analysis.run_sections import run_data
-
-    table, notes, sources = quality_table(run_data(Path(run_dir)))
+    table, notes, sources = quality_table(ctx.run)
     if table.empty:
         return None
     text = ("Zero-shot accuracy from EleutherAI's lm-evaluation-harness per checkpoint (the metric "
@@ -105,12 +101,12 @@ def report_section(run_dir: str | Path, risk: pd.DataFrame | None = None) -> Rep
             "they are: token-level on a standard corpus with the pruning papers' protocol, or "
             "lm-eval's word-level per-document figure; the task-text perplexity is in the output "
             "table.\n\n" + "\n\n".join(notes))
-    tables = {"Zero-shot accuracy and standard perplexity per checkpoint": table}
-    cost = cost_table(table, risk)
+    tables = {"Zero-shot accuracy and perplexity per checkpoint": table}
+    cost = cost_table(table, ctx.risk)
     if not cost.empty:
         text += ("\n\nCost: accuracy lost (points of the average) beside the hallucination risk "
                  "ratio of each risk metric, as the geometric mean over the system's datasets "
                  "and prompts (per-dataset ratios with CIs: the risk section). A ratio below 1 "
                  "means less risk than the dense model.")
-        tables["Accuracy lost vs hallucination risk changed"] = cost
-    return ReportSection("Standard quality (zero-shot accuracy, perplexity)", text, tables, [], sources)
+        tables["Accuracy lost vs hallucination risk ratio"] = cost
+    return ReportSection("Standard quality", text, tables, [], sources)

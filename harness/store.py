@@ -50,7 +50,8 @@ PROVENANCE_PACKAGES = (
 SCORES_METADATA_KEY = b"prunescope"
 _CELLS, _CHECKPOINTS, _GENERATIONS, _SCORES = "cells", "checkpoints", "generations", "scores"
 _ANNOTATION, _REPORT, _BENCH = "annotation", "report", "bench"
-CHECKPOINT_REPORTS = ("sparsity.json", "identity.json", "perplexity.json")
+CHECKPOINT_REPORTS = ("sparsity.json", "identity.json", "perplexity.json", "quality.json",
+                      "quality-samples.jsonl")
 JOB_KEY_FILE = ".job-key"  # dotfiles are not part of a checkpoint's content hash
 
 

@@ -150,7 +150,10 @@ def test_pruning_changes_the_loglikelihoods(evaluated):
 
 
 def test_cached_results_are_reused_and_a_changed_task_reruns(evaluated, files, tmp_path):
-    folder, model_dir = evaluated["dense"]
+    import shutil
+
+    folder, model_dir = tmp_path / "q", evaluated["dense"][1]
+    shutil.copytree(evaluated["dense"][0], folder)  # the module's results stay as they are
     before = (folder / QUALITY_FILE).stat().st_mtime_ns
     assert not ensure_quality(folder, model_dir, "key-dense", quality_config(files), SETTINGS)
     assert (folder / QUALITY_FILE).stat().st_mtime_ns == before
@@ -159,8 +162,9 @@ def test_cached_results_are_reused_and_a_changed_task_reruns(evaluated, files, t
 
     # A different checkpoint key (another checkpoint) or task data: computed again.
     old = read_quality(folder / QUALITY_FILE).tasks["tiny_mc"]
-    changed = tmp_path / "tiny_mc.yaml"
-    data = tmp_path / "mc.jsonl"
+    (tmp_path / "task").mkdir()
+    changed = tmp_path / "task" / "tiny_mc.yaml"
+    data = tmp_path / "task" / "mc.jsonl"
     data.write_text("".join(files["data"].read_text().splitlines(keepends=True)[:3]))
     changed.write_text(files["task"].read_text().replace(str(files["data"]), str(data)))
     config = QualityConfig(tasks=[str(changed)], seqlen=SEQLEN)
@@ -195,11 +199,21 @@ try:
     ensure_quality({str(tmp_path)!r}, {str(llama_path)!r}, "k", QualityConfig(tasks=["boolq"]), LMEvalSettings())
 except QualityUnavailableError as exc:
     print("REFUSED:", exc)
+from harness.config import parse_study
+from harness.runner.study import run_study
+study = parse_study({{"name": "s", "out": {str(tmp_path / "run")!r}, "tasks": [{{"name": "demo"}}],
+                     "models": [{{"name": "m", "path": {str(llama_path)!r}}}], "quality": {{"tasks": ["boolq"]}}}})
+try:
+    run_study(study, show_progress=False)
+except QualityUnavailableError as exc:
+    print("STUDY REFUSED:", exc)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
                          timeout=120)
-    assert "REFUSED:" in out.stdout and "prunescope[quality]" in out.stdout, out.stderr
-    assert not (tmp_path / QUALITY_FILE).exists()
+    lines = out.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["REFUSED", "STUDY REFUSED"], out.stderr
+    assert all("prunescope[quality]" in line for line in lines)
+    assert not (tmp_path / QUALITY_FILE).exists() and not (tmp_path / "run").exists()  # before any work
 
 
 def test_vllm_backend_needs_the_vllm_distribution(llama_path):
@@ -266,3 +280,60 @@ def test_c4_protocol_first_1100_documents_and_256_windows(tmp_path, llama_path):
     finally:
         torch.set_num_threads(threads)
     assert result["windows"] == 256 and "first 1100 documents joined with ' '" in result["protocol"]
+
+
+def small_study(out: Path, llama: Path, bart: Path, files, **quality) -> dict:
+    return {
+        "name": "q", "out": str(out),
+        "models": [{"name": "tiny", "path": str(llama), "dtype": "float32"}],
+        "prune": [{"method": "magnitude", "sparsity": 0.5}],
+        "tasks": [{"name": "demo", "limit": 2}],
+        "generation": {"backend": "hf", "max_new_tokens": 8,
+                       "engine": {"max_model_len": 1024, "dtype": "float32"}},
+        "scoring": {"metrics": ["harim", "overlap"], "harim_model": str(bart)},
+        "perplexity": {"seqlen": 64, "max_windows": 2},
+        "quality": {"tasks": [str(files["task"])], "seqlen": SEQLEN, "device": "cpu", "batch_size": 4,
+                    "corpora": [{"name": "wikitext2", "path": str(files["corpus"])}], **quality},
+    }
+
+
+def test_study_runs_the_quality_stage_and_the_report_shows_accuracy(evaluated, files, tmp_path, llama_path,
+                                                                      bart_path):
+    import pandas as pd
+
+    from harness.config import parse_study
+    from harness.runner.status import run_status
+    from harness.runner.study import run_study
+    from harness.store import RunStore
+
+    study = parse_study(small_study(tmp_path / "run", llama_path, bart_path, files))
+    result = run_study(study, show_progress=False)
+    assert not result.failed, [o.details.get("error") for o in result.failed]
+    assert {o.status for o in result.outcomes if o.stage == "quality"} == {"done"}
+    store = RunStore(result.run_dir)
+    records = {f: read_quality(store.checkpoint_report_path("tiny", f, QUALITY_FILE))
+               for f in ("dense", "magnitude-0.5")}
+    # The same checkpoints as the module's (checked against transformers): the same numbers.
+    for folder, name in (("dense", "dense"), ("magnitude-0.5", "pruned")):
+        alone = read_quality(evaluated[name][0] / QUALITY_FILE)
+        assert records[folder].tasks["tiny_mc"].metrics == alone.tasks["tiny_mc"].metrics
+        assert records[folder].corpora["wikitext2"].perplexity == pytest.approx(
+            alone.corpora["wikitext2"].perplexity, rel=1e-6)
+
+    report = (result.run_dir / "report" / "report.md").read_text()
+    assert "Zero-shot accuracy and perplexity per checkpoint" in report
+    assert "Accuracy lost vs hallucination risk ratio" in report and "risk ratio (HaRiM)" in report
+    assert "token-level" in report and "joined with" in report
+    table = pd.read_csv(next((result.run_dir / "report" / "tables").glob("standard_quality_zero_shot*.csv")))
+    table = table.set_index("system")
+    for folder, system in (("dense", "dense"), ("magnitude-0.5", "magnitude-0.5")):
+        acc = 100 * records[folder].tasks["tiny_mc"].metrics["acc"]
+        assert table.loc[system, "tiny_mc acc %"] == pytest.approx(acc)
+        assert table.loc[system, "wikitext2 ppl (token, 64)"] == pytest.approx(
+            records[folder].corpora["wikitext2"].perplexity)
+    assert table.loc["magnitude-0.5", "change vs dense (points)"] == pytest.approx(
+        table.loc["magnitude-0.5", "average"] - table.loc["dense", "average"])
+
+    again = run_study(study, show_progress=False)  # everything current: nothing recomputed
+    assert {o.status for o in again.outcomes if o.stage == "quality"} == {"cached"}
+    assert {row.quality for row in run_status(result.run_dir)} == {"cached"}

@@ -3,10 +3,11 @@ each cached in ``quality.json`` under its own key, so adding a task runs that ta
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness import atomic
-from harness.config import ModelConfig, QualityConfig, StudyConfig
+from harness.config import EngineOptions, QualityConfig, StudyConfig
 from harness.errors import PrunescopeError
 from harness.hashing import content_key
 from harness.jsonl import json_objects
@@ -21,28 +22,41 @@ class QualityStageError(PrunescopeError):
     """A quality stage that cannot run (e.g. the checkpoint's weights are gone)."""
 
 
-def ensure_quality(folder: str | Path, model_dir: str | Path | None, checkpoint_key: str,
-                   config: QualityConfig, settings: LMEvalSettings) -> bool:
-    """Bring ``folder/quality.json`` up to date for ``model_dir`` (a checkpoint whose content
-    key is ``checkpoint_key``); True if anything was computed.
+@dataclass
+class QualityPlan:
+    """What a checkpoint's quality.json holds that is current, and what must be computed."""
 
-    Entries whose key is current are kept; stale or missing ones are computed (all stale
-    tasks in one lm-eval run); entries the config no longer names are dropped."""
+    specs: list[TaskSpec]
+    version: str  # lm-eval's, "" when no task is named
+    task_keys: dict[str, str]
+    tasks: dict[str, TaskScore]  # current entries
+    stale: list[TaskSpec]
+    corpora: dict[str, CorpusScore]  # current entries
+    stale_corpora: dict[str, tuple[str, str]]  # name -> (key, text)
+    seqlen: int
+    dropped: bool  # entries the config no longer names
+
+    @property
+    def current(self) -> bool:
+        return not self.stale and not self.stale_corpora and not self.dropped
+
+
+def plan_quality(folder: str | Path, config_dir: str | Path, checkpoint_key: str,
+                 config: QualityConfig, settings: LMEvalSettings) -> QualityPlan:
+    """Compare ``folder/quality.json`` with the keys computed now (``config_dir``: a folder
+    holding the checkpoint's config.json). Reads the corpora (their text is in the key)."""
     from harness.quality.corpora import corpus_text
     from harness.quality.zero_shot import lm_eval_version, require_lm_eval, task_spec
 
-    folder = Path(folder)
     if config.tasks:
         require_lm_eval()
-    old = read_quality(folder / QUALITY_FILE) or QualityRecord()
+    old = read_quality(Path(folder) / QUALITY_FILE) or QualityRecord()
     specs = [task_spec(t) for t in config.tasks]
     version = lm_eval_version() if specs else ""
-    config_dir = Path(model_dir) if model_dir is not None else folder  # config.json stays
-    task_keys = {s.name: task_key(checkpoint_key, s, version, settings.result_fields(config_dir)) for s in specs}
-    tasks = {s.name: old.tasks[s.name] for s in specs
-             if s.name in old.tasks and old.tasks[s.name].key == task_keys[s.name]}
-    stale = [s for s in specs if s.name not in tasks]
-    seqlen = config.seqlen or min(_context_length(config_dir), DEFAULT_SEQLEN)
+    fields = settings.result_fields(config_dir)
+    keys = {s.name: task_key(checkpoint_key, s, version, fields) for s in specs}
+    tasks = {n: old.tasks[n] for n in keys if n in old.tasks and old.tasks[n].key == keys[n]}
+    seqlen = config.seqlen or min(_context_length(Path(config_dir)), DEFAULT_SEQLEN)
     corpora, stale_corpora = {}, {}
     for corpus in config.corpora:
         text = corpus_text(corpus.name, corpus.path)
@@ -51,33 +65,47 @@ def ensure_quality(folder: str | Path, model_dir: str | Path | None, checkpoint_
             corpora[corpus.name] = old.corpora[corpus.name]
         else:
             stale_corpora[corpus.name] = (key, text)
-    dropped = bool(set(old.tasks) - set(task_keys)) or bool(set(old.corpora) - {c.name for c in config.corpora})
-    if not stale and not stale_corpora and not dropped:
+    dropped = bool(set(old.tasks) - set(keys)) or bool(set(old.corpora) - {c.name for c in config.corpora})
+    return QualityPlan(specs, version, keys, tasks, [s for s in specs if s.name not in tasks],
+                       corpora, stale_corpora, seqlen, dropped)
+
+
+def ensure_quality(folder: str | Path, model_dir: str | Path | None, checkpoint_key: str,
+                   config: QualityConfig, settings: LMEvalSettings) -> bool:
+    """Bring ``folder/quality.json`` up to date for ``model_dir`` (a checkpoint whose content
+    key is ``checkpoint_key``; None when its weights are gone); True if anything was computed.
+
+    Entries whose key is current are kept; stale or missing ones are computed (all stale
+    tasks in one lm-eval run); entries the config no longer names are dropped."""
+    folder = Path(folder)
+    plan = plan_quality(folder, model_dir if model_dir is not None else folder, checkpoint_key,
+                        config, settings)
+    if plan.current:
         return False
-    if (stale or stale_corpora) and model_dir is None:
-        raise QualityStageError(f"{folder}: the checkpoint's weights are gone (keep_checkpoints: false); "
-                                "its quality results must be computed again: rerun with keep_checkpoints: true")
+    if (plan.stale or plan.stale_corpora) and model_dir is None:
+        raise QualityStageError(f"{folder}: the checkpoint's weights are gone (keep_checkpoints: false) "
+                                "and its quality results are not current; rerun to prune it again")
+    tasks, corpora = dict(plan.tasks), dict(plan.corpora)
     samples = _kept_samples(folder / SAMPLES_FILE, set(tasks))
-    if stale:
-        tasks.update(_run_tasks(model_dir, stale, task_keys, version, settings, samples))
-    for name, (key, text) in stale_corpora.items():
-        corpora[name] = _measure_corpus(model_dir, name, text, seqlen, key, settings)
-    ordered = QualityRecord(tasks={s.name: tasks[s.name] for s in specs},
+    if plan.stale:
+        tasks.update(_run_tasks(model_dir, plan.stale, plan.task_keys, plan.version, settings, samples))
+    for name, (key, text) in plan.stale_corpora.items():
+        corpora[name] = _measure_corpus(model_dir, name, text, plan.seqlen, key, settings)
+    ordered = QualityRecord(tasks={s.name: tasks[s.name] for s in plan.specs},
                             corpora={c.name: corpora[c.name] for c in config.corpora})
     atomic.write_jsonl(folder / SAMPLES_FILE, [s for s in samples if s["task_key"] in ordered.tasks])
     atomic.write_json(folder / QUALITY_FILE, ordered)
     return True
 
 
-def study_settings(study: StudyConfig, model: ModelConfig) -> LMEvalSettings:
-    """lm-eval's settings for one model of a study: the quality section's, with the generation
-    engine's dtype, context, parallelism and memory share."""
-    q, engine = study.quality, study.generation.engine
+def study_settings(quality: QualityConfig, engine: EngineOptions) -> LMEvalSettings:
+    """lm-eval's settings in a study: the quality section's, with the model's generation
+    engine settings (dtype, context, parallelism, memory share)."""
     return LMEvalSettings(
-        backend=q.backend, dtype=engine.dtype, max_length=engine.max_model_len, batch_size=q.batch_size,
-        num_fewshot=q.num_fewshot, limit=q.limit, device=q.device,
-        tensor_parallel_size=engine.tensor_parallel_size, gpu_memory_utilization=engine.gpu_memory_utilization,
-        enforce_eager=engine.enforce_eager, trust_remote_code=model.trust_remote_code)
+        backend=quality.backend, dtype=engine.dtype, max_length=engine.max_model_len,
+        batch_size=quality.batch_size, num_fewshot=quality.num_fewshot, limit=quality.limit,
+        device=quality.device, tensor_parallel_size=engine.tensor_parallel_size,
+        gpu_memory_utilization=engine.gpu_memory_utilization, enforce_eager=engine.enforce_eager)
 
 
 def check_available(study: StudyConfig) -> None:

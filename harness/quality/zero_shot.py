@@ -109,7 +109,6 @@ class LMEvalSettings:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.85
     enforce_eager: bool = False
-    trust_remote_code: bool = False
 
     def result_fields(self, model_dir: str | Path) -> dict:
         """The settings that can change a result on this checkpoint (batch size, device and
@@ -164,8 +163,9 @@ def model_args(model_dir: str | Path, settings: LMEvalSettings) -> tuple[str, di
     """lm-eval's model name and arguments for a checkpoint folder."""
     from harness.generation.backends import resolve_dtype
 
+    # prunescope never runs a model's remote code (docs/ARCHITECTURE.md, "dtype").
     args = {"pretrained": str(model_dir), "dtype": resolve_dtype(settings.dtype, model_dir),
-            "trust_remote_code": settings.trust_remote_code}
+            "trust_remote_code": False}
     if settings.max_length is not None:
         args["max_length"] = settings.max_length
     if settings.backend == "hf":

@@ -18,7 +18,8 @@ from harness.runner import freshness, stages
 from harness.runner.plan import CellJob, CheckpointJob, StudyPlan
 from harness.runner.stages import STAGES, RunContext
 
-__all__ = ["EXECUTORS", "STAGES", "Outcome", "cell_stages", "checkpoint_stage", "run_local", "run_ray"]
+__all__ = ["EXECUTORS", "STAGES", "Outcome", "cell_stages", "checkpoint_stage", "quality_stage", "run_local",
+           "run_ray"]
 
 
 @dataclass
@@ -50,6 +51,14 @@ def checkpoint_stage(ctx: RunContext, job: CheckpointJob,
     return _attempt(job.key, "prune", lambda: stages.ensure_checkpoint(ctx, job, need_weights))
 
 
+def quality_stage(ctx: RunContext, job: CheckpointJob, ready) -> Outcome:
+    """The optional quality stage of one checkpoint; ``ready`` is None if it failed."""
+    if ready is None:
+        return Outcome(job.key, "quality", "blocked", details={"error": "its checkpoint failed"})
+    outcome, _ = _attempt(job.key, "quality", lambda: (stages.ensure_quality(ctx, job, ready), None))
+    return outcome
+
+
 def cell_stages(ctx: RunContext, cell: CellJob, ready, scorers) -> list[Outcome]:
     """Generate then score one cell; ``ready`` is the checkpoint (None if it failed)."""
     key, only = cell.info.key, ctx.only
@@ -77,9 +86,11 @@ def run_local(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
         cells = plan.cells_of(job)
         ready = None
         if ctx.only != "score":  # scoring alone never prunes
-            outcome, ready = checkpoint_stage(ctx, job, _needs_weights(ctx, cells))
+            outcome, ready = checkpoint_stage(ctx, job, _needs_weights(ctx, job, cells))
             _record_for_cells(record, outcome, cells)
-        if ctx.only == "prune":
+        if _runs_quality(ctx):
+            _record_for_cells(record, quality_stage(ctx, job, ready), cells)
+        if ctx.only in ("prune", "quality"):
             progress(len(cells))
             continue
         for cell in cells:
@@ -102,21 +113,26 @@ def run_ray(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
                  log_to_driver=False, configure_logging=False)
     gpus = ctx.study.num_gpus_per_cell
     prune_task = ray.remote(num_gpus=gpus)(checkpoint_stage)
+    quality_task = ray.remote(num_gpus=gpus)(_ray_quality)
     cell_task = ray.remote(num_gpus=gpus)(_ray_cell)
     ckpt_refs = {}
     for job in plan.checkpoints:
         if ctx.only == "score":  # scoring alone never prunes
             ckpt_refs[job.key] = ray.put((None, None))
             continue
-        ckpt_refs[job.key] = prune_task.remote(ctx, job, _needs_weights(ctx, plan.cells_of(job)))
+        ckpt_refs[job.key] = prune_task.remote(ctx, job, _needs_weights(ctx, job, plan.cells_of(job)))
+    quality_refs = {job.key: quality_task.remote(ctx, job, ckpt_refs[job.key])
+                    for job in plan.checkpoints if _runs_quality(ctx)}
     cell_refs = {}
-    if ctx.only != "prune":
+    if ctx.only not in ("prune", "quality"):
         for cell in plan.cells:
             cell_refs[cell.info.key] = cell_task.remote(ctx, cell, ckpt_refs[cell.checkpoint.key])
     for job in plan.checkpoints:
         outcome, _ = ray.get(ckpt_refs[job.key])
         if outcome is not None:
             _record_for_cells(record, outcome, plan.cells_of(job))
+        if job.key in quality_refs:
+            _record_for_cells(record, ray.get(quality_refs[job.key]), plan.cells_of(job))
     for cell in plan.cells:
         if cell.info.key in cell_refs:
             for outcome in ray.get(cell_refs[cell.info.key]):
@@ -124,6 +140,11 @@ def run_ray(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
         progress(1)
     for job in plan.checkpoints:
         _maybe_drop_weights(ctx, job, plan.cells_of(job))
+
+
+def _ray_quality(ctx: RunContext, job: CheckpointJob, checkpoint_result):
+    _, ready = checkpoint_result
+    return quality_stage(ctx, job, ready)
 
 
 def _ray_cell(ctx: RunContext, cell: CellJob, checkpoint_result):
@@ -138,21 +159,31 @@ def _scorers(study: StudyConfig):
     return Scorers(study.scoring)
 
 
-def _needs_weights(ctx: RunContext, cells) -> bool:
-    """Whether a checkpoint's weights must exist: some cell still has to generate from them."""
-    return ctx.only != "prune" and any(not freshness.generation_current(ctx.store, c.info.key) for c in cells)
+def _runs_quality(ctx: RunContext) -> bool:
+    return ctx.only in (None, "quality") and ctx.study.quality.enabled
+
+
+def _needs_weights(ctx: RunContext, job: CheckpointJob, cells) -> bool:
+    """Whether a checkpoint's weights must exist: some cell still has to generate from them,
+    or its quality results are not current."""
+    if ctx.only == "prune":
+        return False
+    if _runs_quality(ctx) and not stages.quality_current(ctx, job):
+        return True
+    return ctx.only != "quality" and any(not freshness.generation_current(ctx.store, c.info.key) for c in cells)
 
 
 def _record_for_cells(record, outcome: Outcome, cells) -> None:
     """A checkpoint's outcome is recorded under each of its cells (status shows it per cell)."""
     for cell in cells:
-        record(Outcome(cell.info.key, "prune", outcome.status, outcome.seconds, outcome.details))
+        record(Outcome(cell.info.key, outcome.stage, outcome.status, outcome.seconds, outcome.details))
 
 
 def _maybe_drop_weights(ctx: RunContext, job: CheckpointJob, cells) -> None:
     if ctx.study.keep_checkpoints or job.spec is None:
         return
-    if all(freshness.generation_current(ctx.store, c.info.key) for c in cells):
+    if all(freshness.generation_current(ctx.store, c.info.key) for c in cells) and (
+            not ctx.study.quality.enabled or stages.quality_current(ctx, job)):
         stages.drop_weights(ctx.store, job)
 
 

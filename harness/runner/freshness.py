@@ -7,6 +7,9 @@ Where each stamp lives:
 - pruned checkpoint: ``.job-key`` beside the weights (written after the folder is complete);
 - dense identity and perplexity: the ``key`` field inside identity.json / perplexity.json;
 - generations: the file is named by the cell key, which hashes every input of generation;
+- quality results: the ``key`` of each task and corpus entry inside quality.json (checkpoint
+  key, task files' or corpus text's hash, lm-eval's version, the settings that change a
+  result), so adding a task computes that task alone;
 - scores: the parquet metadata ``inputs`` = {scorer key, generations key}, where the
   generations key is a hash of the generations file's bytes, so a hand-edited record makes
   its scores stale.
@@ -26,6 +29,15 @@ def report_current(store: RunStore, model: str, folder: str, name: str, key: str
     """A checkpoint report (identity.json, perplexity.json) stamped with ``key``."""
     report = store.read_checkpoint_report(model, folder, name)
     return report is not None and report.get("key") == key
+
+
+def quality_current(store: RunStore, model: str, folder: str, key: str, config_dir, config,
+                    settings) -> bool:
+    """Every quality entry the study names is stamped with its key computed now (and none
+    it no longer names is left). ``config_dir`` holds the checkpoint's config.json."""
+    from harness.quality.stage import plan_quality
+
+    return plan_quality(store.checkpoint_dir(model, folder), config_dir, key, config, settings).current
 
 
 def generation_current(store: RunStore, cell_key: str) -> bool:

@@ -20,7 +20,7 @@ from harness.runner import freshness
 from harness.runner.plan import CellJob, CheckpointJob
 from harness.store import RunStore
 
-STAGES = ("prune", "generate", "score", "report")  # what `prunescope run --stage` accepts
+STAGES = ("prune", "quality", "generate", "score", "report")  # what `prunescope run --stage` accepts
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
@@ -102,6 +102,31 @@ def _ensure_perplexity(ctx: RunContext, job: CheckpointJob, model_dir: Path) -> 
     ctx.store.write_checkpoint_report(job.model, job.folder, "perplexity.json",
                                       {**result, "max_windows": settings.max_windows, "key": key})
     return True
+
+
+def ensure_quality(ctx: RunContext, job: CheckpointJob, ready: ReadyCheckpoint) -> bool:
+    """The optional quality stage (``harness.quality``): lm-eval tasks and standard-corpus
+    perplexity of the checkpoint, unless current in its quality.json."""
+    from harness.quality.stage import ensure_quality as run
+
+    return run(ctx.store.checkpoint_dir(job.model, job.folder), ready.directory, job.key,
+               ctx.study.quality, _quality_settings(ctx, job))
+
+
+def quality_current(ctx: RunContext, job: CheckpointJob) -> bool:
+    """Whether the checkpoint's quality.json holds every result the study asks for, current."""
+    config_dir = job.dense_dir if job.spec is None else ctx.store.checkpoint_dir(job.model, job.folder)
+    if not (Path(config_dir) / "config.json").exists():  # not pruned yet
+        return False
+    return freshness.quality_current(ctx.store, job.model, job.folder, job.key, config_dir,
+                                     ctx.study.quality, _quality_settings(ctx, job))
+
+
+def _quality_settings(ctx: RunContext, job: CheckpointJob):
+    from harness.quality.stage import study_settings
+    from harness.runner.plan import model_generation
+
+    return study_settings(ctx.study.quality, model_generation(ctx.study.generation, job.dtype).engine)
 
 
 def drop_weights(store: RunStore, job: CheckpointJob) -> None:

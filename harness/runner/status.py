@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import ScoringConfig, StudyConfig
+from harness.config import QualityConfig, ScoringConfig, StudyConfig
 from harness.errors import PrunescopeError
 from harness.runner import freshness
 from harness.runner.plan import plan_study, scorer_key
@@ -28,6 +28,7 @@ class CellRow:
     task: str
     prompt: str
     prune: str
+    quality: str  # "-" when the study has no quality stage
     generate: str
     score: str
     seconds: float
@@ -40,7 +41,7 @@ def dry_run(study: StudyConfig, out: str | Path | None = None, limit: int | None
     manifest = store.read_manifest()
     plan = plan_study(study, limit, dict(manifest.get("checkpoint_hashes", {})))
     key = scorer_key(study.scoring)
-    rows = [_row(store, cell.info, manifest, key) for cell in plan.cells]
+    rows = [_row(store, cell.info, manifest, key, study.quality.enabled) for cell in plan.cells]
     estimate = 0
     for job in plan.checkpoints:
         if job.spec is not None and not is_pruned(store, job):
@@ -57,21 +58,23 @@ def run_status(run_dir: str | Path) -> list[CellRow]:
     store = RunStore(run_dir)
     if not store.has_cells():
         raise PrunescopeError(f"{store.root}: not a prunescope run directory (no cells folder)")
-    scoring = ScoringConfig.model_validate(store.read_study_raw().get("scoring") or {})
+    raw = store.read_study_raw()
+    scoring = ScoringConfig.model_validate(raw.get("scoring") or {})
+    quality = QualityConfig.model_validate(raw.get("quality") or {}).enabled
     manifest = store.read_manifest()
     key = scorer_key(scoring)
-    return [_row(store, info, manifest, key) for info in store.read_cells().values()]
+    return [_row(store, info, manifest, key, quality) for info in store.read_cells().values()]
 
 
 def format_rows(rows: list[CellRow]) -> str:
-    header = ("cell", "system", "task", "prompt", "prune", "generate", "score", "seconds", "error")
-    table = [header] + [(r.key, r.system, r.task, r.prompt, r.prune, r.generate, r.score,
+    header = ("cell", "system", "task", "prompt", "prune", "quality", "generate", "score", "seconds", "error")
+    table = [header] + [(r.key, r.system, r.task, r.prompt, r.prune, r.quality, r.generate, r.score,
                          f"{r.seconds:.1f}", r.error[:60]) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in table)
 
 
-def _row(store: RunStore, info, manifest: dict, key: str) -> CellRow:
+def _row(store: RunStore, info, manifest: dict, key: str, quality: bool) -> CellRow:
     logged = manifest.get("cells", {}).get(info.key, {})
     current = {"generate": freshness.generation_current(store, info.key),
                "score": freshness.scores_current(store, info.key, key)}
@@ -88,11 +91,12 @@ def _row(store: RunStore, info, manifest: dict, key: str) -> CellRow:
             return "stale" if exists[stage] else "pending"
         return status or "pending"
 
-    errors = [logged[s].get("error", "") for s in ("prune", "generate", "score")  # root cause first
+    errors = [logged[s].get("error", "") for s in ("prune", "quality", "generate", "score")  # root cause first
               if logged.get(s, {}).get("status") in ("failed", "blocked")]
     seconds = sum(float(s.get("seconds", 0)) for s in logged.values())
     return CellRow(info.key, info.system, info.task, info.prompt, state("prune"),
-                   state("generate"), state("score"), seconds, errors[0] if errors else "")
+                   state("quality") if quality else "-", state("generate"), state("score"), seconds,
+                   errors[0] if errors else "")
 
 
 def _weight_bytes(directory: Path) -> int:

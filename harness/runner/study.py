@@ -48,14 +48,19 @@ def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
               show_progress: bool = True, report: bool = True) -> RunResult:
     """Run (or resume) a study; complete cells are skipped, failed cells reported.
 
-    ``stage`` runs one of ``prune``, ``generate``, ``score``, ``report`` alone; ``report=False``
-    leaves the report for later (e.g. after an annotation round)."""
+    ``stage`` runs one of ``prune``, ``quality``, ``generate``, ``score``, ``report`` alone;
+    ``report=False`` leaves the report for later (e.g. after an annotation round). A study
+    with quality tasks is refused before any work when lm-eval is not installed."""
     if not isinstance(study, StudyConfig):
         study = load_study(study)
     if not downloads_allowed(study.allow_downloads):  # models and datasets: local files only
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     if stage is not None and stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)} (got {stage!r})")
+    if stage in (None, "quality"):
+        from harness.quality.stage import check_available
+
+        check_available(study)
     store = RunStore(run_dir_for(study, out))
     result = RunResult(store.root)
     quiet_libraries()
