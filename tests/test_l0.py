@@ -55,5 +55,107 @@ def test_gate_gradients_and_test_time_gate():
     assert (log_alpha.grad > 0).all()  # opening a gate raises the expected count
     gate = hc.deterministic_gate(torch.tensor([-10.0, 0.0, 10.0]))
     assert gate.tolist() == pytest.approx([0.0, 0.5, 1.0])  # sigmoid(0) * 1.2 - 0.1 = 0.5
-    with pytest.raises(ValueError, match="l < 0 < 1 < r"):
-        hc.check_parameters(2 / 3, (0.0, 1.1))
+
+
+# --- the l0 method -------------------------------------------------------------------------
+
+@pytest.fixture
+def one_thread():
+    """The test models' matrices are tiny: extra threads only add synchronisation (and on a
+    loaded machine, a lot of it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def calibration(llama_path):
+    import transformers
+
+    from harness.pruning.calibration import load_calibration
+    from harness.pruning.spec import CalibrationSpec
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(llama_path)
+    return load_calibration(CalibrationSpec(source="task:demo", nsamples=8, seqlen=32), tokenizer)[0]
+
+
+def _four_block_llama(llama_path):
+    """The tiny Llama's shape with 4 blocks and 4 KV groups (one head each), seeded weights."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(llama_path)
+    config.num_hidden_layers, config.num_key_value_heads = 4, 4
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+def test_lagrangian_drives_expected_kept_units_to_the_target(llama_path, calibration, one_thread):
+    from harness.pruning.structured.l0 import l0_targets, train_gates
+    from harness.pruning.structured.l0_spec import L0Spec
+    from harness.pruning.structured.spec import StructuredSpec, TargetShape
+    from harness.pruning.structured.units import unit_layout
+
+    model = _four_block_llama(llama_path)
+    layout = unit_layout(model)
+    settings = StructuredSpec(target_shape=TargetShape(attn_units=2, ffn_units=96, blocks=2), batch_size=2)
+    targets = l0_targets(layout, 0.0, settings)
+    assert targets == {"attn": 2, "ffn": 96, "blocks": 2}
+    totals = {"attn": 4, "ffn": 256, "blocks": 4}
+    l0 = L0Spec()  # the defaults
+    log_alpha, history = train_gates(model, calibration, targets, totals, ["attn", "ffn", "blocks"], settings, l0,
+                                     progress=False)
+    assert history[0]["expected_kept"]["ffn"] > 250  # gates start open (log alpha near 5)
+    for kind in ("attn", "ffn"):
+        per_block = hc.expected_l0(log_alpha[kind], l0.beta, l0.limits)  # [blocks]
+        assert (per_block - targets[kind]).abs().max() <= 1, (kind, per_block)
+    assert abs(float(hc.expected_l0(log_alpha["blocks"], l0.beta, l0.limits)) - 2) <= 1
+    lo, hi = l0.log_alpha_range
+    assert all(float(v.min()) >= lo - 1e-6 and float(v.max()) <= hi + 1e-6 for v in log_alpha.values())
+
+
+def test_seeded_l0_run_is_deterministic_and_folds_gates_into_weights(llama_path, calibration, one_thread):
+    import transformers
+
+    from harness.pruning.structured.l0 import l0_mask, train_gates
+    from harness.pruning.structured.l0_spec import L0Spec
+    from harness.pruning.structured.spec import StructuredSpec
+    from harness.pruning.structured.units import apply_unit_mask, unit_layout
+
+    settings, l0 = StructuredSpec(batch_size=2, seed=3), L0Spec(steps=12, lr=0.5, lambda_lr=1.0, warmup=0.5)
+    runs = []
+    for _ in range(2):
+        model = transformers.AutoModelForCausalLM.from_pretrained(llama_path, dtype=torch.float32).eval()
+        mask, cost = l0_mask(model, unit_layout(model), calibration, 0.5, settings, l0, progress=False)
+        runs.append((mask, cost, {k: v.clone() for k, v in model.state_dict().items()}))
+    (mask, cost, weights), (mask2, cost2, weights2) = runs
+    assert mask == mask2 and cost == cost2
+    assert all(torch.equal(weights[k], weights2[k]) for k in weights)
+    # The pruned model equals the dense one with each kept unit's output scaled by its test-time
+    # gate and every other unit's output zeroed, by hooks written here.
+    dense = transformers.AutoModelForCausalLM.from_pretrained(llama_path, dtype=torch.float32).eval()
+    layout = unit_layout(dense)
+    targets = {"attn": 1, "ffn": mask.kept_counts()[0]["ffn"], "blocks": 2}
+    log_alpha, _ = train_gates(dense, calibration, targets, {"attn": 2, "ffn": 256, "blocks": 2}, ["attn", "ffn"],
+                               settings, l0, progress=False)
+    pruned = apply_unit_mask(model, mask)
+    assert pruned.config.num_key_value_heads == 1 and pruned.config.intermediate_size == targets["ffn"]
+    factors = {}
+    for kind, rows in (("attn", mask.attn), ("ffn", mask.ffn)):
+        keep = torch.zeros_like(log_alpha[kind])
+        for block, kept in enumerate(rows):
+            keep[block, list(kept)] = 1
+        factors[kind] = keep * hc.deterministic_gate(log_alpha[kind], l0.limits)
+    assert 0 < float(factors["ffn"][factors["ffn"] > 0].min()) < 1  # some kept gates are really soft
+    hooks = []
+    for block, layer in enumerate(dense.model.layers):
+        for name, kind, width in (("self_attn.o_proj", "attn", 64), ("mlp.down_proj", "ffn", 1)):
+            scale = factors[kind][block].repeat_interleave(width)
+            hooks.append(layer.get_submodule(name).register_forward_pre_hook(
+                lambda _m, args, scale=scale: (args[0] * scale,)))
+    with torch.no_grad():
+        expected = dense(calibration[:2]).logits
+        got = pruned(calibration[:2]).logits
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

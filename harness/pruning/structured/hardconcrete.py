@@ -25,15 +25,6 @@ LIMITS = (-0.1, 1.1)
 _EPS = 1e-6  # u is drawn from [eps, 1 - eps] so log u and log(1 - u) stay finite
 
 
-def check_parameters(beta: float, limits: tuple[float, float]) -> None:
-    """Raise ValueError unless beta > 0 and l < 0 < 1 < r."""
-    low, high = limits
-    if beta <= 0:
-        raise ValueError(f"HardConcrete beta must be > 0 (got {beta})")
-    if not low < 0 < 1 < high:
-        raise ValueError(f"HardConcrete limits (l, r) need l < 0 < 1 < r (got {tuple(limits)})")
-
-
 def sample(log_alpha: torch.Tensor, beta: float = BETA, limits: tuple[float, float] = LIMITS,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """One gate draw per entry of ``log_alpha`` (differentiable in ``log_alpha``)."""
