@@ -159,3 +159,30 @@ def test_seeded_l0_run_is_deterministic_and_folds_gates_into_weights(llama_path,
     for h in hooks:
         h.remove()
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("steps", 0, "l0.steps must be >= 1"), ("lr", 0.0, "l0.lr must be > 0"), ("warmup", 1.5, r"l0.warmup must be in \[0, 1\]"),
+    ("beta", -1.0, "l0.beta must be > 0"), ("limits", (0.0, 1.1), r"l0.limits \(l, r\) need l < 0 < 1 < r"),
+    ("log_alpha_range", (3.0, -3.0), "l0.log_alpha_range needs low < high"),
+])
+def test_impossible_l0_settings_are_refused(field, value, match):
+    from harness.errors import PrunescopeError
+    from harness.pruning.structured.l0_spec import L0Spec
+
+    with pytest.raises(PrunescopeError, match=match):
+        L0Spec(**{field: value})
+
+
+def test_a_target_that_keeps_everything_learns_nothing(llama_path, calibration):
+    import transformers
+
+    from harness.pruning.structured.l0 import l0_mask
+    from harness.pruning.structured.l0_spec import L0Spec
+    from harness.pruning.structured.spec import StructuredSpec
+    from harness.pruning.structured.units import UnitMask, unit_layout
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(llama_path, dtype=torch.float32)
+    layout = unit_layout(model)
+    mask, cost = l0_mask(model, layout, calibration, 0.0, StructuredSpec(), L0Spec(), progress=False)
+    assert mask == UnitMask.full(layout) and cost["steps"] == 0

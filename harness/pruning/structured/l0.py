@@ -57,6 +57,8 @@ def l0_mask(model: nn.Module, layout: UnitLayout, ids: torch.Tensor, sparsity: f
     targets = l0_targets(layout, sparsity, settings)
     totals = {k: unit_count(layout, k) for k in layout.kinds()} | {"blocks": layout.num_blocks}
     gated = [k for k in (*layout.kinds(), "blocks") if targets[k] < totals[k]]
+    if not gated:  # the target keeps every unit: nothing to learn
+        return UnitMask.full(layout), {"steps": 0, "tokens": 0, "targets": {}}
     log_alpha, history = train_gates(model, ids, targets, totals, gated, settings, l0, progress=progress)
     kept = {k: _top_k(log_alpha[k], targets[k]) if k in gated else torch.ones(_shape(k, layout, totals), dtype=torch.bool)
             for k in totals}
