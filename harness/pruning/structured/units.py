@@ -89,6 +89,16 @@ class UnitLayout:
         """Parameters of a kept block that no unit owns (norms, shared biases)."""
         return self.block_params - self.attn_units * self.attn_unit_params - self.ffn_units * self.ffn_unit_params
 
+    def output_projection(self, kind: str) -> tuple[str, int]:
+        """(module, columns per unit) of the Linear that reads a unit kind's outputs
+        (o_proj / down_proj ...): scaling its input columns scales the units."""
+        name, _, width = next(c for c in self.cuts(kind) if c[1] == 1)
+        return name, width
+
+    def kinds(self) -> tuple[str, ...]:
+        """The unit kinds this model has below the block level."""
+        return ("attn", "ffn") if self.attn_units else ("ffn",)
+
     def cuts(self, kind: str) -> list[tuple[str, int, int]]:
         """(module, dim, width) for "attn" or "ffn" units."""
         family = FAMILIES[self.family]
@@ -233,7 +243,7 @@ def _smaller_model(model, layout: UnitLayout, mask: UnitMask) -> nn.Module:
     if isinstance(getattr(config, "layer_types", None), list):
         config.layer_types = [config.layer_types[i] for i in kept_blocks]
     cuts = {}  # "<module>.weight|bias" inside a block -> (dim, width, kind)
-    for kind in ("attn", "ffn") if layout.attn_units else ("ffn",):
+    for kind in layout.kinds():
         for name, dim, width in layout.cuts(kind):
             cuts[f"{name}.weight"] = (dim, width, kind)
             if dim == 0:
@@ -265,7 +275,7 @@ def _zero_removed(model, layout: UnitLayout, mask: UnitMask) -> None:
     family = FAMILIES[layout.family]
     for index, block in enumerate(blocks):
         if not mask.blocks[index]:  # zero outputs -> the block passes its input through
-            for name in (family.attn_out, family.ffn[-1][0]):
+            for name in (family.attn_out, layout.output_projection("ffn")[0]):
                 layer = block.get_submodule(name)
                 layer.weight.zero_()
                 if layer.bias is not None:
@@ -294,7 +304,7 @@ def scale_units(model: nn.Module, attn=None, ffn=None, blocks=None):
     projection (o_proj / down_proj columns); a block's factor s gives x + s * (block(x) - x)."""
     layout = unit_layout(model)
     _, block_list = find_blocks(model)
-    family = FAMILIES[layout.family]
+    factors = {"attn": attn if layout.attn_units else None, "ffn": ffn}
     handles = []
 
     def scale_input(factors, width):
@@ -313,13 +323,11 @@ def scale_units(model: nn.Module, attn=None, ffn=None, blocks=None):
 
     try:
         for index, block in enumerate(block_list):
-            if attn is not None and layout.attn_units:
-                out_name, _, _ = next(c for c in layout.cuts("attn") if c[1] == 1)
-                handles.append(block.get_submodule(out_name).register_forward_pre_hook(
-                    scale_input(attn[index], layout.heads_per_group * layout.head_dim)))
-            if ffn is not None:
-                handles.append(block.get_submodule(family.ffn[-1][0]).register_forward_pre_hook(
-                    scale_input(ffn[index], 1)))
+            for kind, scale in factors.items():
+                if scale is not None:
+                    name, width = layout.output_projection(kind)
+                    handles.append(block.get_submodule(name).register_forward_pre_hook(
+                        scale_input(scale[index], width)))
             if blocks is not None:
                 handles.append(block.register_forward_hook(blend(blocks[index]), with_kwargs=True))
         yield layout
