@@ -186,3 +186,59 @@ def test_a_target_that_keeps_everything_learns_nothing(llama_path, calibration):
     layout = unit_layout(model)
     mask, cost = l0_mask(model, layout, calibration, 0.0, StructuredSpec(), L0Spec(), progress=False)
     assert mask == UnitMask.full(layout) and cost["steps"] == 0
+
+
+@pytest.mark.vllm
+def test_cli_l0_checkpoint_has_the_target_shape_and_loads_in_hf_and_vllm(llama_path, tmp_path, vllm_engine,
+                                                                         one_thread):
+    import json
+
+    import transformers
+    from vllm import SamplingParams
+
+    from harness.cli.main import main
+
+    out = tmp_path / "l0-0.5"
+    assert main(["prune", "--model", str(llama_path), "--method", "l0", "--sparsity", "0.5", "--l0-steps", "30",
+                 "--nsamples", "8", "--seqlen", "32", "--device", "cpu", "--out", str(out)]) == 0
+    # By hand, the tiny Llama's block: 2 KV groups of 24576 parameters, 256 FFN channels of 384,
+    # 256 norm gains (147712). Half of it: the attention share rounds to 1 group, then
+    # (73856 - 256 - 24576) / 384 = 127.7 -> 128 channels.
+    config = json.loads((out / "config.json").read_text())
+    assert (config["num_key_value_heads"], config["num_attention_heads"], config["intermediate_size"],
+            config["num_hidden_layers"]) == (1, 2, 128, 2)
+    report = json.loads((out / "sparsity.json").read_text())
+    assert report["method"] == "l0" and report["shape"] == "uniform"
+    assert report["measured_sparsity"] == pytest.approx(1 - (256 + 24576 + 128 * 384) / 147712)
+    assert report["cost"]["steps"] == 30 and report["cost"]["targets"] == {"attn": 1, "ffn": 128}
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert sum(p.numel() for p in hf.parameters()) == report["parameters"]["total_after"]
+    prompt = [0, 37, 512, 99, 4, 250, 801, 13, 77, 640, 3, 128]
+    with torch.no_grad():
+        logits = hf(input_ids=torch.tensor([prompt])).logits[0, :-1].double()
+    by_hf = torch.log_softmax(logits, -1).gather(1, torch.tensor(prompt[1:])[:, None]).squeeze(1)
+    (result,) = vllm_engine(out, max_model_len=128).generate(
+        [{"prompt_token_ids": prompt}], SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0))
+    by_vllm = [entry[token].logprob for entry, token in zip(result.prompt_logprobs[1:], prompt[1:])]
+    assert by_vllm == pytest.approx(by_hf.tolist(), abs=1e-4)
+
+
+def test_study_config_takes_l0_specs_and_names_bad_fields(llama_path):
+    from harness.config import ConfigError, parse_study
+    from harness.pruning.spec import PruneSpec, SpecError
+    from harness.pruning.structured.l0_spec import L0Spec
+    from harness.pruning.structured.spec import StructuredSpec
+
+    raw = {"name": "s", "models": [{"name": "llama", "path": str(llama_path)}], "tasks": [{"name": "demo"}],
+           "prune": [{"method": "l0", "sparsity": 0.5, "structured": {"l0": {"steps": 50, "warmup": 0.3}}},
+                     {"method": "l0", "sparsity": 0.3}]}
+    study = parse_study(raw)
+    assert [s.key for s in study.prune] == ["l0-0.5", "l0-0.3"]
+    assert study.prune[0].structured.l0 == L0Spec(steps=50, warmup=0.3) and study.prune[1].structured.l0 == L0Spec()
+    raw["prune"][0]["structured"]["l0"]["steps"] = 0
+    with pytest.raises(ConfigError, match=r"prune\[0\]\.structured\.l0.*l0\.steps must be >= 1"):
+        parse_study(raw)
+    with pytest.raises(SpecError, match="l0 settings apply to method 'l0', not 'bonsai'"):
+        PruneSpec("bonsai", structured=StructuredSpec(l0=L0Spec()))
+    with pytest.raises(SpecError, match="no allocation 'global'"):
+        PruneSpec("l0", structured=StructuredSpec(allocation="global"))

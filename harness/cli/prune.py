@@ -6,6 +6,7 @@ from dataclasses import fields
 
 from harness.pruning import registry
 from harness.pruning.spec import CalibrationSpec, OWLSpec, PruneSpec
+from harness.pruning.structured.l0_spec import L0Spec
 from harness.pruning.structured.spec import PRIORS, STRUCTURED_METHODS, StructuredSpec
 
 
@@ -43,6 +44,7 @@ def register(sub) -> None:
                    help="uniform: same kept counts per block (a smaller standard config); global: per-block")
     g.add_argument("--target-shape", default=None,
                    help="explicit per-block target instead of --sparsity, e.g. attn_units=4,ffn_units=2048 or blocks=24")
+    g.add_argument("--l0-steps", type=int, default=L0Spec.steps, help="l0: gate training steps (one calibration batch each)")
     p.add_argument("--device", default="auto", help="where blocks are processed: auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="load dtype (auto: the checkpoint's)")
@@ -60,7 +62,8 @@ def run(args) -> int:
     if args.method in STRUCTURED_METHODS:
         structured = parse_structured_args(units=args.units, prior=args.prior, prune_frac=args.prune_frac,
                                            samples=args.samples, allocation=args.allocation,
-                                           target_shape=args.target_shape, seed=args.seed)
+                                           target_shape=args.target_shape, seed=args.seed,
+                                           l0=L0Spec(steps=args.l0_steps) if args.method == "l0" else None)
     spec = PruneSpec(
         method=args.method, sparsity=args.sparsity, structure=args.structure,
         owl=OWLSpec(M=args.owl_m, lam=args.owl_lambda) if args.owl else None,

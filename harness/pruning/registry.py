@@ -48,6 +48,8 @@ METHODS: dict[str, PruningMethod] = {m.name: m for m in (
                   structures=UNIT_STRUCTURES, level="model"),
     PruningMethod("block-influence", "harness.pruning.structured.prune", needs_calibration=True,
                   structures=("structured", "shape"), level="model"),
+    PruningMethod("l0", "harness.pruning.structured.prune", needs_calibration=True,
+                  structures=("structured", "shape"), level="model"),
 )}
 
 

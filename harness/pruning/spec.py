@@ -6,17 +6,18 @@ Kept free of pydantic so that ``harness.pruning`` imports with torch and transfo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from harness.errors import PrunescopeError
 from harness.pruning import registry
+from harness.pruning.structured.l0_spec import L0Spec
+from harness.pruning.structured.spec import STRUCTURED_METHODS, StructuredSpec
 
 
 def __getattr__(name):  # METHODS follows the registry, including methods registered later
     if name == "METHODS":
         return tuple(registry.METHODS)
     raise AttributeError(f"module 'harness.pruning.spec' has no attribute {name!r}")
-from harness.pruning.structured.spec import STRUCTURED_METHODS, StructuredSpec
 
 
 class SpecError(PrunescopeError, ValueError):
@@ -116,6 +117,12 @@ class PruneSpec:
             raise SpecError(f"method {self.method!r} removes whole units; it takes no structure "
                             f"{self.structure!r} and no owl (give structured settings instead)")
         settings = self.structured or StructuredSpec()
+        if self.method == "l0":  # learned gates are binarised with the same count in every block
+            if settings.allocation != "uniform":
+                raise SpecError("method 'l0' keeps the same units per block; it takes no allocation 'global'")
+            settings = replace(settings, l0=settings.l0 or L0Spec())
+        elif settings.l0 is not None:
+            raise SpecError(f"l0 settings apply to method 'l0', not {self.method!r}")
         object.__setattr__(self, "structured", settings)
         shape = settings.target_shape
         structure = "structured-global" if settings.allocation == "global" else "structured"

@@ -3,7 +3,8 @@ and describe the result (parameters before/after, kept units per block, the chec
 
 - bonsai: forward-only regression over sub-models (``bonsai.py``);
 - unit-norm: one-shot ranking of units by the spec's prior (activation or weight norms);
-- block-influence: drop the blocks whose output is most like their input (ShortGPT).
+- block-influence: drop the blocks whose output is most like their input (ShortGPT);
+- l0: HardConcrete gates trained towards the target shape, then binarised (``l0.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from harness.pruning.driver import find_blocks, ids_provenance, linear_layers
 from harness.pruning.report import SCHEMA_VERSION, memory_peak, reset_memory_peak
 from harness.pruning.spec import PruneSpec
 from harness.pruning.structured.bonsai import bonsai
+from harness.pruning.structured.l0 import l0_mask
 from harness.pruning.structured.stats import block_influence, unit_scores
 from harness.pruning.structured.targets import (blocks_to_keep, drop_by_budget, drop_lowest, unit_count,
                                                 uniform_targets)
@@ -34,6 +36,8 @@ def choose_mask(model: nn.Module, spec: PruneSpec, ids: torch.Tensor) -> tuple[U
         mask = UnitMask.full(layout)
         mask = UnitMask(mask.attn, mask.ffn, tuple(i in kept for i in range(layout.num_blocks)))
         return mask, {"forward_passes": 1, "block_influence": [round(float(v), 6) for v in influence]}
+    if spec.method == "l0":  # (folds the kept gates into model's weights)
+        return l0_mask(model, layout, ids, spec.sparsity, settings, settings.l0)
     keep = uniform_targets(layout, spec.sparsity, settings) if settings.allocation == "uniform" else None
     budget = round(spec.sparsity * layout.prunable_params)
     if spec.method == "bonsai":

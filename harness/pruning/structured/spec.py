@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.errors import PrunescopeError
+from harness.pruning.structured.l0_spec import L0Spec
 
 # bonsai: forward-only regression (Dery et al., 2024); unit-norm: one-shot ranking of units by
-# activation x weight norm; block-influence: whole blocks by 1 - cos(input, output) (ShortGPT).
-STRUCTURED_METHODS = ("bonsai", "unit-norm", "block-influence")
+# activation x weight norm; block-influence: whole blocks by 1 - cos(input, output) (ShortGPT);
+# l0: HardConcrete gates trained towards the target (Sheared-LLaMA).
+STRUCTURED_METHODS = ("bonsai", "unit-norm", "block-influence", "l0")
 PRIORS = ("activation", "wanda", "magnitude", "uniform")
 UNIT_KINDS = ("attn", "ffn")
 
@@ -54,7 +56,8 @@ class StructuredSpec:
     but 2x the round's removals, as the reference code; a uniform prior fixes none). ridge:
     regression penalty, relative to the mean variance of the mask columns. attn_ratio: attention
     units are removed at this multiple of the FFN share. allocation: "uniform" (equal counts in
-    every block: a standard, smaller config) or "global" (per-block counts: a masked model)."""
+    every block: a standard, smaller config) or "global" (per-block counts: a masked model).
+    l0: gate training settings of method l0 (None for every other method)."""
 
     units: tuple[str, ...] = UNIT_KINDS
     prior: str = "activation"
@@ -67,6 +70,7 @@ class StructuredSpec:
     target_shape: TargetShape | None = None
     seed: int = 0
     batch_size: int = 8
+    l0: L0Spec | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "units", tuple(self.units))
