@@ -69,7 +69,7 @@ def l0_mask(model: nn.Module, layout: UnitLayout, ids: torch.Tensor, sparsity: f
     cost = {"steps": l0.steps, "tokens": l0.steps * min(settings.batch_size, len(ids)) * ids.shape[1],
             "targets": {k: targets[k] for k in gated},
             "expected_kept": final["expected_kept"], "lambdas": final["lambdas"],
-            "folded_gate_min": folded, "history": history}
+            "folded_gates": folded, "history": history}
     if "blocks" in gated:
         gates = hc.deterministic_gate(log_alpha["blocks"], l0.limits)
         cost["kept_block_gates"] = [round(float(g), 6) for g in gates[kept["blocks"]]]
@@ -159,9 +159,10 @@ def _top_k(log_alpha: torch.Tensor, k: int) -> torch.Tensor:
 @torch.no_grad()
 def _fold_gates(model: nn.Module, layout: UnitLayout, log_alpha: dict, kept: dict, limits) -> dict:
     """Multiply each kept unit's test-time gate into its output-projection columns (the input
-    that ``scale_units`` scales); returns the smallest folded gate per kind."""
+    that ``scale_units`` scales). Per kind: the smallest folded gate, and how many kept units
+    have a test-time gate of 0 (kept for the shape, but silent: training had not decided)."""
     _, blocks = find_blocks(model)
-    smallest = {}
+    summary = {}
     for kind, values in log_alpha.items():
         gates = hc.deterministic_gate(values, limits)
         name, width = layout.output_projection(kind)
@@ -171,5 +172,6 @@ def _fold_gates(model: nn.Module, layout: UnitLayout, log_alpha: dict, kept: dic
             weight = block.get_submodule(name).weight
             factors = torch.where(kept[kind][index], gates[index], torch.zeros(()))
             weight.mul_(factors.repeat_interleave(width).to(weight.device, weight.dtype))
-        smallest[kind] = round(float(gates[kept[kind] & kept["blocks"][:, None]].min()), 6)
-    return smallest
+        folded = gates[kept[kind] & kept["blocks"][:, None]]
+        summary[kind] = {"min": round(float(folded.min()), 6), "zero": int((folded == 0).sum())}
+    return summary
