@@ -351,3 +351,49 @@ def test_target_shape_larger_than_the_model_is_refused(tiny, tmp_path):
     with pytest.raises(StructuredSpecError, match="ffn_units=999: the model has 256"):
         prune_checkpoint(tiny("llama"), spec, tmp_path / "x", device="cpu")
     assert not (tmp_path / "x").exists()
+
+
+def test_bench_model_and_cost_table_take_a_structured_checkpoint(tiny, tmp_path):
+    import shutil
+
+    from analysis.cost import cost_table
+    from harness.efficiency.bench import bench_model
+    from harness.models import weight_shapes
+
+    folder = tmp_path / "checkpoints" / "llama"
+    shutil.copytree(tiny("llama"), folder / "dense")
+    spec = PruneSpec("block-influence", calibration=CALIBRATION)
+    prune_checkpoint(tiny("llama"), spec, folder / spec.key, device="cpu")
+    bench = bench_model(tmp_path, max_new_tokens=2)
+    entries = {e["checkpoint"]: e for e in bench["checkpoints"]}
+    nonzero = {k: sum(int((p != 0).sum()) for p in load(folder / k).parameters()) for k in ("dense", spec.key)}
+    assert entries[spec.key]["nonzero"] == nonzero[spec.key] and entries[spec.key]["structure"] == "structured"
+    assert entries[spec.key]["tokens_per_s"] > 0
+    (row,) = cost_table(bench).itertuples()
+    assert (row.method, row.parameter_ratio) == ("block-influence", pytest.approx(nonzero[spec.key] / nonzero["dense"]))
+    dense_shapes, pruned_shapes = weight_shapes(folder / "dense"), weight_shapes(folder / spec.key)
+    assert len(pruned_shapes) < len(dense_shapes)  # an in-place weight swap must start a new engine
+
+
+def test_a_study_runs_structured_systems_like_any_other(tmp_path, llama_path, bart_path, nli_path):
+    from analysis.load import load_run
+    from analysis.risk import risk_table
+    from analysis.tables import sparsity_table
+    from harness.config import parse_study
+    from harness.runner.study import run_study
+    from tests.test_runner import study_dict
+
+    prune = [{"method": "block-influence", "sparsity": 0.5},
+             {"method": "unit-norm", "structured": {"target_shape": {"attn_units": 1, "ffn_units": 64}}}]
+    raw = study_dict(tmp_path / "run", llama_path, bart_path, nli_path, prune=prune, docs=2)
+    result = run_study(parse_study(raw), show_progress=False)
+    assert not result.failed
+    run = load_run(tmp_path / "run")
+    systems = {c.prune.label for c in run.cells.values()}
+    assert systems == {"dense", "block-influence-0.5", "unit-norm-shape-a1f64"}
+    table, _ = sparsity_table(run)
+    measured = dict(zip(table["system"], table["measured"]))
+    assert measured["block-influence-0.5"] == pytest.approx(0.5)
+    risk = risk_table(run, "mean_risk", 0.5, 200, 0)
+    assert {"block-influence", "unit-norm"} <= set(risk["method"])
+    assert (tmp_path / "run" / "checkpoints" / "tiny" / "unit-norm-shape-a1f64" / "perplexity.json").exists()
