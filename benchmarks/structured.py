@@ -11,7 +11,7 @@
    speed counts; Bonsai runs there with 2 sub-models per round, since speed depends only on
    the kept shape, which the target fixes).
 
-    .venv/bin/python benchmarks/structured.py [--samples 40] [--hidden 1024 --layers 16]
+    .venv/bin/python benchmarks/structured.py [--model DIR --task NAME] [--samples 40] [--hidden 1024 --layers 16]
 """
 
 from __future__ import annotations
@@ -65,12 +65,15 @@ def quality(args, work: Path) -> None:
     from harness.tiny_models import tiny_model
     from tasks import load_task
 
-    try:
-        from harness.trained_models import trained_model  # the demo's trained models, once on main
+    if args.model:
+        model_dir, source = Path(args.model), args.model
+    else:
+        try:
+            from harness.trained_models import trained_model  # the demo's trained models, once on main
 
-        model_dir, source = trained_model("summarizer-llama"), "the demo's trained summarizer-llama"
-    except ImportError:
-        model_dir, source = tiny_model("llama"), "the tiny Llama (random weights: no trained model on this tree)"
+            model_dir, source = trained_model("summarizer-llama"), "the demo's trained summarizer-llama"
+        except ImportError:
+            model_dir, source = tiny_model("llama"), "the tiny Llama (random weights: no trained model on this tree)"
     documents = [r.document for r in load_task(args.task).records]
     half = len(documents) // 2
     (work / "calibration.txt").write_text("\n\n".join(documents[:half]))
@@ -147,7 +150,8 @@ def _parameters(folder) -> tuple[int, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="demo")
+    parser.add_argument("--model", default=None, help="quality model folder (default: trained demo, else tiny)")
+    parser.add_argument("--task", default="demo", help="task whose documents calibrate and measure perplexity")
     parser.add_argument("--samples", type=int, default=40, help="Bonsai sub-models per round (paper: 200)")
     parser.add_argument("--prune-frac", type=float, default=0.05, help="Bonsai share per round (paper: 0.05)")
     parser.add_argument("--nsamples", type=int, default=16)

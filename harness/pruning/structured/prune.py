@@ -32,9 +32,10 @@ def choose_mask(model: nn.Module, spec: PruneSpec, ids: torch.Tensor) -> tuple[U
     settings = spec.structured
     if spec.method == "block-influence":
         influence = block_influence(model, ids, settings.batch_size)
-        kept = set(torch.sort(influence, descending=True, stable=True).indices[:blocks_to_keep(layout, spec.sparsity, settings)].tolist())
-        mask = UnitMask.full(layout)
-        mask = UnitMask(mask.attn, mask.ffn, tuple(i in kept for i in range(layout.num_blocks)))
+        count = blocks_to_keep(layout, spec.sparsity, settings)
+        kept = set(torch.sort(influence, descending=True, stable=True).indices[:count].tolist())
+        full = UnitMask.full(layout)
+        mask = UnitMask(full.attn, full.ffn, tuple(i in kept for i in range(layout.num_blocks)))
         return mask, {"forward_passes": 1, "block_influence": [round(float(v), 6) for v in influence]}
     if spec.method == "l0":  # (folds the kept gates into model's weights)
         return l0_mask(model, layout, ids, spec.sparsity, settings, settings.l0)

@@ -152,7 +152,8 @@ class UnitMask:
         for kind, rows, size in (("attn", self.attn, layout.attn_units), ("ffn", self.ffn, layout.ffn_units)):
             for i, row in enumerate(rows):
                 if list(row) != sorted(set(row)) or any(not 0 <= u < size for u in row):
-                    raise UnitError(f"unit mask {kind}[{i}] must be sorted distinct indices in [0, {size}) (got {list(row)})")
+                    raise UnitError(f"unit mask {kind}[{i}] must be sorted distinct indices in [0, {size}) "
+                                    f"(got {list(row)})")
         if not any(self.blocks):
             raise UnitError("unit mask removes every block")
 
