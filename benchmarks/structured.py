@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -74,7 +75,10 @@ def quality(args, work: Path) -> None:
             model_dir, source = trained_model("summarizer-llama"), "the demo's trained summarizer-llama"
         except ImportError:
             model_dir, source = tiny_model("llama"), "the tiny Llama (random weights: no trained model on this tree)"
-    documents = [r.document for r in load_task(args.task).records]
+    if Path(args.task).is_file():  # a JSONL file of {"document": ...} records
+        documents = [json.loads(line)["document"] for line in Path(args.task).read_text().splitlines() if line.strip()]
+    else:
+        documents = [r.document for r in load_task(args.task).records]
     half = len(documents) // 2
     (work / "calibration.txt").write_text("\n\n".join(documents[:half]))
     heldout = "\n\n".join(documents[half:])
@@ -151,7 +155,7 @@ def _parameters(folder) -> tuple[int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="quality model folder (default: trained demo, else tiny)")
-    parser.add_argument("--task", default="demo", help="task whose documents calibrate and measure perplexity")
+    parser.add_argument("--task", default="demo", help="task (or JSONL file of documents) that calibrates and measures perplexity")
     parser.add_argument("--samples", type=int, default=40, help="Bonsai sub-models per round (paper: 200)")
     parser.add_argument("--prune-frac", type=float, default=0.05, help="Bonsai share per round (paper: 0.05)")
     parser.add_argument("--nsamples", type=int, default=16)
