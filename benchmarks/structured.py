@@ -44,15 +44,17 @@ def systems(samples: int, prune_frac: float, calibration):
 
 
 def build_checkpoints(model_dir: Path, root: Path, specs) -> dict:
-    """checkpoints/<model>/{dense,<key>}/ under ``root``; returns the reports by key."""
+    """The dense model and each spec's checkpoint in a run directory at ``root`` (model "m");
+    returns the reports by key."""
     from harness.pruning import prune_checkpoint
+    from harness.store import RunStore
 
-    folder = root / "checkpoints" / "m"
-    shutil.copytree(model_dir, folder / "dense")
+    store = RunStore(root)
+    shutil.copytree(model_dir, store.checkpoint_dir("m", "dense"))
     reports = {}
     for spec in specs:
         started = time.perf_counter()
-        reports[spec.key] = prune_checkpoint(model_dir, spec, folder / spec.key, device="cpu")
+        reports[spec.key] = prune_checkpoint(model_dir, spec, store.checkpoint_dir("m", spec.key), device="cpu")
         reports[spec.key]["bench_prune_s"] = time.perf_counter() - started
         print(f"  pruned {spec.key} in {reports[spec.key]['bench_prune_s']:.1f} s", flush=True)
     return reports
@@ -63,6 +65,7 @@ def quality(args, work: Path) -> None:
 
     from harness.pruning import CalibrationSpec
     from harness.pruning.perplexity import perplexity
+    from harness.store import RunStore
     from harness.tiny_models import tiny_model
     from tasks import load_task
 
@@ -87,12 +90,12 @@ def quality(args, work: Path) -> None:
           f"calibration {args.nsamples} x {args.seqlen} tokens", flush=True)
     torch.manual_seed(0)
     reports = build_checkpoints(model_dir, work / "quality", systems(args.samples, args.prune_frac, calibration))
-    folder = work / "quality" / "checkpoints" / "m"
+    store = RunStore(work / "quality")
     print(f"{'system':26} {'shape':8} {'pruned share':>12} {'stored':>8} {'nonzero':>8} {'perplexity':>10} {'fwd passes':>10}")
     for key in ["dense", *reports]:
         report = reports.get(key, {})
-        ppl = perplexity(folder / key, heldout, seqlen=args.seqlen, max_windows=32, device="cpu")["perplexity"]
-        params, nonzero = _parameters(folder / key)
+        ppl = perplexity(store.checkpoint_dir("m", key), heldout, seqlen=args.seqlen, max_windows=32, device="cpu")["perplexity"]
+        params, nonzero = _parameters(store.checkpoint_dir("m", key))
         share = report.get("measured_sparsity", 0.0)
         shape = report.get("shape", "zeros" if report else "dense")
         passes = report.get("cost", {}).get("forward_passes", "")

@@ -360,18 +360,22 @@ def test_bench_model_and_cost_table_take_a_structured_checkpoint(tiny, tmp_path)
     from harness.efficiency.bench import bench_model
     from harness.models import weight_shapes
 
-    folder = tmp_path / "checkpoints" / "llama"
-    shutil.copytree(tiny("llama"), folder / "dense")
+    from harness.store import RunStore
+
+    store = RunStore(tmp_path)
+    shutil.copytree(tiny("llama"), store.checkpoint_dir("llama", "dense"))
     spec = PruneSpec("block-influence", calibration=CALIBRATION)
-    prune_checkpoint(tiny("llama"), spec, folder / spec.key, device="cpu")
+    prune_checkpoint(tiny("llama"), spec, store.checkpoint_dir("llama", spec.key), device="cpu")
     bench = bench_model(tmp_path, max_new_tokens=2)
     entries = {e["checkpoint"]: e for e in bench["checkpoints"]}
-    nonzero = {k: sum(int((p != 0).sum()) for p in load(folder / k).parameters()) for k in ("dense", spec.key)}
+    nonzero = {k: sum(int((p != 0).sum()) for p in load(store.checkpoint_dir("llama", k)).parameters())
+               for k in ("dense", spec.key)}
     assert entries[spec.key]["nonzero"] == nonzero[spec.key] and entries[spec.key]["structure"] == "structured"
     assert entries[spec.key]["tokens_per_s"] > 0
     (row,) = cost_table(bench).itertuples()
     assert (row.method, row.parameter_ratio) == ("block-influence", pytest.approx(nonzero[spec.key] / nonzero["dense"]))
-    dense_shapes, pruned_shapes = weight_shapes(folder / "dense"), weight_shapes(folder / spec.key)
+    dense_shapes = weight_shapes(store.checkpoint_dir("llama", "dense"))
+    pruned_shapes = weight_shapes(store.checkpoint_dir("llama", spec.key))
     assert len(pruned_shapes) < len(dense_shapes)  # an in-place weight swap must start a new engine
 
 
@@ -381,6 +385,7 @@ def test_a_study_runs_structured_systems_like_any_other(tmp_path, llama_path, ba
     from analysis.tables import sparsity_table
     from harness.config import parse_study
     from harness.runner.study import run_study
+    from harness.store import RunStore
     from tests.test_runner import study_dict
 
     prune = [{"method": "block-influence", "sparsity": 0.5},
@@ -396,4 +401,4 @@ def test_a_study_runs_structured_systems_like_any_other(tmp_path, llama_path, ba
     assert measured["block-influence-0.5"] == pytest.approx(0.5)
     risk = risk_table(run, "mean_risk", 0.5, 200, 0)
     assert {"block-influence", "unit-norm"} <= set(risk["method"])
-    assert (tmp_path / "run" / "checkpoints" / "tiny" / "unit-norm-shape-a1f64" / "perplexity.json").exists()
+    assert RunStore(tmp_path / "run").checkpoint_report_path("tiny", "unit-norm-shape-a1f64", "perplexity.json").exists()
