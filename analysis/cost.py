@@ -15,20 +15,23 @@ KEYS = ["model", "method", "sparsity", "structure"]
 
 
 def cost_table(bench: dict) -> pd.DataFrame:
-    """A row per pruned checkpoint: its memory saving and size ratio against the dense model
-    stored dense, its generation speed ratio against the dense model, and (2:4 on CUDA) the
-    projected Linear speed-up."""
+    """A row per pruned checkpoint: its nonzero parameters (a structured checkpoint has fewer
+    parameters, an unstructured one more zeros) and their ratio to the dense model's, its memory
+    saving and size ratio against the dense model stored dense, its generation speed ratio
+    against the dense model, and (2:4 on CUDA) the projected Linear speed-up."""
     entries = pd.DataFrame(bench["checkpoints"])
+    columns = [*KEYS, "owl", "parameters", "parameter_ratio", "memory_saving", "size_ratio", "speed_ratio",
+               "projected_linear_speedup"]
     if entries.empty:
-        return pd.DataFrame(columns=[*KEYS, "owl", "memory_saving", "size_ratio", "speed_ratio",
-                                     "projected_linear_speedup"])
+        return pd.DataFrame(columns=columns)
     dense = entries[entries["method"] == "dense"].set_index("model")
     pruned = entries[(entries["method"] != "dense") & entries["model"].isin(dense.index)].copy()
     base_bytes = pruned["model"].map(dense["dense_bytes"])
     pruned["size_ratio"] = pruned["sparse_bytes"] / base_bytes
     pruned["memory_saving"] = 1 - pruned["size_ratio"]
     pruned["speed_ratio"] = pruned["tokens_per_s"] / pruned["model"].map(dense["tokens_per_s"])
-    columns = [*KEYS, "owl", "memory_saving", "size_ratio", "speed_ratio", "projected_linear_speedup"]
+    pruned["parameters"] = pruned["nonzero"]
+    pruned["parameter_ratio"] = pruned["nonzero"] / pruned["model"].map(dense["nonzero"])
     return pruned[columns].reset_index(drop=True)
 
 
@@ -71,7 +74,7 @@ def _figure(table: pd.DataFrame, folder: Path) -> Figure:
     import matplotlib.pyplot as plt
 
     risk_columns = [c for c in table.columns if c.startswith("risk ratio (")]
-    labels = [f"{r.model} {r.method} {r.structure if r.structure != 'unstructured' else r.sparsity}"
+    labels = [f"{r.model} {r.method} {r.structure if r.structure not in ('unstructured', 'structured') else r.sparsity}"
               for r in table.itertuples()]
     fig, ax = plt.subplots(figsize=(6, 4))
     if risk_columns:

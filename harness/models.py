@@ -50,3 +50,16 @@ def model_identity(name: str, directory: Path, source: str, revision: str | None
     (``hash_cache``: see ``harness.hashing.hash_checkpoint``)."""
     return ModelIdentity(name=name, source=source, revision=revision,
                          checkpoint_hash=hash_checkpoint(directory, hash_cache))
+
+
+def weight_shapes(directory: str | Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a checkpoint's safetensors files (headers only). Two
+    checkpoints can share an engine that swaps weights in place only when these are equal; a
+    structured-pruned checkpoint has smaller or fewer tensors than its dense model."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for path in sorted(Path(directory).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as fh:
+            shapes.update({name: tuple(fh.get_slice(name).get_shape()) for name in fh.keys()})
+    return shapes

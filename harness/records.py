@@ -41,7 +41,9 @@ class PruneSpecInfo(Record):
 
     method: str = "dense"  # "dense" or a name in harness.pruning.registry.METHODS
     sparsity: float = 0.0
-    structure: str = "unstructured"  # "unstructured" or "N:M", e.g. "2:4"
+    # "unstructured", "N:M" (e.g. "2:4"); structured methods: "structured", "structured-global"
+    # or "shape-<label>" (see harness.pruning.spec.PruneSpec)
+    structure: str = "unstructured"
     owl: bool = False
 
     @field_validator("method")

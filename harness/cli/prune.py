@@ -6,6 +6,8 @@ from dataclasses import fields
 
 from harness.pruning import registry
 from harness.pruning.spec import CalibrationSpec, OWLSpec, PruneSpec
+from harness.pruning.structured.l0_spec import L0Spec
+from harness.pruning.structured.spec import PRIORS, STRUCTURED_METHODS, StructuredSpec
 
 
 def _defaults(cls) -> dict:
@@ -14,10 +16,12 @@ def _defaults(cls) -> dict:
 
 def register(sub) -> None:
     spec, owl, calib = _defaults(PruneSpec), _defaults(OWLSpec), _defaults(CalibrationSpec)
+    st = _defaults(StructuredSpec)
     p = sub.add_parser("prune", help=f"prune a checkpoint ({', '.join(registry.METHODS)}) into a new checkpoint")
     p.add_argument("--model", required=True, help="checkpoint directory of the dense model")
     p.add_argument("--method", required=True, choices=tuple(registry.METHODS))
-    p.add_argument("--sparsity", type=float, default=spec["sparsity"], help="unstructured target (ignored for N:M)")
+    p.add_argument("--sparsity", type=float, default=spec["sparsity"],
+                   help="unstructured target (ignored for N:M); structured: share of prunable parameters")
     p.add_argument("--structure", default=spec["structure"], help="'unstructured' or N:M such as 2:4, 4:8")
     p.add_argument("--owl", action="store_true", help="outlier-weighted layerwise sparsity (unstructured only)")
     p.add_argument("--owl-m", type=float, default=owl["M"], help="OWL outlier threshold M (x mean score)")
@@ -31,6 +35,16 @@ def register(sub) -> None:
     p.add_argument("--nsamples", type=int, default=calib["nsamples"])
     p.add_argument("--seqlen", type=int, default=calib["seqlen"])
     p.add_argument("--seed", type=int, default=calib["seed"])
+    g = p.add_argument_group(f"structured methods ({', '.join(STRUCTURED_METHODS)})")
+    g.add_argument("--units", default=",".join(st["units"]), help="unit kinds to remove: attn, ffn or attn,ffn")
+    g.add_argument("--prior", default=st["prior"], choices=PRIORS, help="unit ranking / Bonsai sampling prior")
+    g.add_argument("--prune-frac", type=float, default=st["prune_frac"], help="Bonsai: share of units removed per round")
+    g.add_argument("--samples", type=int, default=st["samples"], help="Bonsai: sub-models per round (masks + complements)")
+    g.add_argument("--allocation", default=st["allocation"], choices=("uniform", "global"),
+                   help="uniform: same kept counts per block (a smaller standard config); global: per-block")
+    g.add_argument("--target-shape", default=None,
+                   help="explicit per-block target instead of --sparsity, e.g. attn_units=4,ffn_units=2048 or blocks=24")
+    g.add_argument("--l0-steps", type=int, default=L0Spec.steps, help="l0: gate training steps (one calibration batch each)")
     p.add_argument("--device", default="auto", help="where blocks are processed: auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="load dtype (auto: the checkpoint's)")
@@ -42,15 +56,24 @@ def run(args) -> int:
     import json
 
     from harness.pruning import prune_checkpoint
+    from harness.pruning.structured.spec import parse_structured_args
 
+    structured = None
+    if args.method in STRUCTURED_METHODS:
+        structured = parse_structured_args(units=args.units, prior=args.prior, prune_frac=args.prune_frac,
+                                           samples=args.samples, allocation=args.allocation,
+                                           target_shape=args.target_shape, seed=args.seed,
+                                           l0=L0Spec(steps=args.l0_steps) if args.method == "l0" else None)
     spec = PruneSpec(
         method=args.method, sparsity=args.sparsity, structure=args.structure,
         owl=OWLSpec(M=args.owl_m, lam=args.owl_lambda) if args.owl else None,
         magnitude_scope=args.magnitude_scope, blocksize=args.blocksize, percdamp=args.percdamp,
         calibration=CalibrationSpec(source=args.calibration, nsamples=args.nsamples,
                                     seqlen=args.seqlen, seed=args.seed),
+        structured=structured,
     )
     report = prune_checkpoint(args.model, spec, args.out, device=args.device, dtype=args.dtype)
-    summary = {k: report[k] for k in ("method", "target_sparsity", "measured_sparsity", "nm_valid", "wall_time_s")}
+    keys = ("method", "target_sparsity", "measured_sparsity", "nm_valid", "shape", "parameters", "wall_time_s")
+    summary = {k: report[k] for k in keys if k in report}
     print(json.dumps({"out": args.out, **summary}))
     return 0

@@ -35,8 +35,10 @@ DEFAULT_PROMPTS = (
     "Summarize: Heavy rain flooded several streets, and firefighters rescued a family.",
     "Summarize: Researchers found that patients who walked daily recovered faster.",
 )
-DENSE_KERNELS_NOTE = ("generation runs dense kernels: the zeros of a pruned model are multiplied "
-                      "like any other weight, so pruning alone saves no generation time")
+DENSE_KERNELS_NOTE = ("generation runs dense kernels: the zeros of an unstructured or N:M pruned model "
+                      "are multiplied like any other weight, so such pruning alone saves no generation "
+                      "time; a structured checkpoint (bonsai, unit-norm, block-influence) has smaller "
+                      "matrices or fewer blocks")
 
 
 class BenchError(PrunescopeError):

@@ -281,7 +281,7 @@ def _structures(checkpoint_dir: Path) -> tuple[str, ...]:
     report = Path(checkpoint_dir) / "sparsity.json"
     if report.exists():
         structure = (json.loads(report.read_text()).get("spec") or {}).get("structure")
-        if structure and structure != "unstructured":
+        if structure and ":" in structure:  # N:M (structured pruning changes shapes, not formats)
             return (structure,)
     return ("2:4",)
 

@@ -119,7 +119,7 @@ def prune(model: nn.Module, spec: PruneSpec, calibration_ids: torch.Tensor | Non
     report["cholesky_retries"] = [{"module": k, **v} for k, v in notes.items()]
     if outlier_ratios is not None:
         report["owl"] = {"outlier_ratios": outlier_ratios, "block_sparsity": targets}
-    report["calibration"] = _ids_provenance(calibration_ids) if needs_data else None
+    report["calibration"] = ids_provenance(calibration_ids) if needs_data else None
     report["device"] = str(device)
     report["wall_time_s"] = time.perf_counter() - started
     report["peak_memory_bytes"] = memory_peak(device)
@@ -281,7 +281,7 @@ def _check_ids(ids, model) -> None:
         )
 
 
-def _ids_provenance(ids: torch.Tensor) -> dict:
+def ids_provenance(ids: torch.Tensor) -> dict:
     data = ids.to(torch.int64).cpu().contiguous().numpy().tobytes()
     return {"nsamples": ids.shape[0], "seqlen": ids.shape[1],
             "ids_hash": hashlib.sha256(data).hexdigest()[:16]}

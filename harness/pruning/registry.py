@@ -18,6 +18,9 @@ import importlib
 from dataclasses import dataclass
 
 STRUCTURES = ("unstructured", "nm")  # "nm": N:M such as 2:4; structured methods add theirs
+# structured (harness/pruning/structured/): the same kept counts in every block, per-block
+# counts, or an explicit target shape ("shape-a1f128")
+UNIT_STRUCTURES = ("structured", "structured-global", "shape")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,14 @@ METHODS: dict[str, PruningMethod] = {m.name: m for m in (
     PruningMethod("magnitude", "harness.pruning.methods.magnitude:Magnitude", needs_calibration=False),
     PruningMethod("wanda", "harness.pruning.methods.wanda:Wanda", needs_calibration=True),
     PruningMethod("sparsegpt", "harness.pruning.methods.sparsegpt:SparseGPT", needs_calibration=True),
+    PruningMethod("bonsai", "harness.pruning.structured.prune", needs_calibration=True,
+                  structures=UNIT_STRUCTURES, level="model"),
+    PruningMethod("unit-norm", "harness.pruning.structured.prune", needs_calibration=True,
+                  structures=UNIT_STRUCTURES, level="model"),
+    PruningMethod("block-influence", "harness.pruning.structured.prune", needs_calibration=True,
+                  structures=("structured", "shape"), level="model"),
+    PruningMethod("l0", "harness.pruning.structured.prune", needs_calibration=True,
+                  structures=("structured", "shape"), level="model"),
 )}
 
 
@@ -50,5 +61,7 @@ def get(name: str) -> PruningMethod:
 
 
 def structure_kind(structure: str) -> str:
-    """"unstructured", "nm" for "N:M", else the structure's own name."""
-    return "nm" if ":" in structure else structure
+    """"unstructured", "nm" for "N:M", "shape" for "shape-<label>", else the structure's own name."""
+    if ":" in structure:
+        return "nm"
+    return "shape" if structure.startswith("shape-") else structure

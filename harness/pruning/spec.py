@@ -6,10 +6,12 @@ Kept free of pydantic so that ``harness.pruning`` imports with torch and transfo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from harness.errors import PrunescopeError
 from harness.pruning import registry
+from harness.pruning.structured.l0_spec import L0Spec
+from harness.pruning.structured.spec import STRUCTURED_METHODS, StructuredSpec
 
 
 def __getattr__(name):  # METHODS follows the registry, including methods registered later
@@ -57,7 +59,11 @@ class CalibrationSpec:
 @dataclass(frozen=True)
 class PruneSpec:
     """One pruning configuration. ``structure`` is "unstructured" or "N:M" (e.g. "2:4"),
-    where N of every M consecutive input weights are zeroed; then ``sparsity`` is N/M."""
+    where N of every M consecutive input weights are zeroed; then ``sparsity`` is N/M.
+    Structured methods (``STRUCTURED_METHODS``) take their settings from ``structured``; their
+    ``sparsity`` is the share of prunable parameters removed, and ``structure`` is set to
+    "structured" (the same kept counts in every block), "structured-global" (per-block
+    counts) or "shape-<label>" (an explicit ``structured.target_shape``)."""
 
     method: str
     sparsity: float = 0.5
@@ -67,12 +73,17 @@ class PruneSpec:
     blocksize: int = 128  # SparseGPT only
     percdamp: float = 0.01  # SparseGPT only
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
+    structured: StructuredSpec | None = None
 
     def __post_init__(self):
         try:
             method = registry.get(self.method)
         except ValueError as exc:
             raise SpecError(str(exc)) from None
+        if self.is_structured:
+            self._structured_defaults()
+        elif self.structured is not None:
+            raise SpecError(f"structured settings apply to {', '.join(STRUCTURED_METHODS)}, not {self.method!r}")
         kind = registry.structure_kind(self.structure)
         if kind not in method.structures:
             if kind not in {k for m in registry.METHODS.values() for k in m.structures}:
@@ -100,6 +111,27 @@ class PruneSpec:
         if self.percdamp <= 0:
             raise SpecError(f"percdamp must be > 0 (got {self.percdamp})")
 
+    def _structured_defaults(self) -> None:
+        derived = self.structure in ("unstructured", "structured", "structured-global") or self.structure.startswith("shape-")
+        if not derived or self.owl is not None:  # (a derived structure comes back on replace())
+            raise SpecError(f"method {self.method!r} removes whole units; it takes no structure "
+                            f"{self.structure!r} and no owl (give structured settings instead)")
+        settings = self.structured or StructuredSpec()
+        if self.method == "l0":  # learned gates are binarised with the same count in every block
+            if settings.allocation != "uniform":
+                raise SpecError("method 'l0' keeps the same units per block; it takes no allocation 'global'")
+            settings = replace(settings, l0=settings.l0 or L0Spec())
+        elif settings.l0 is not None:
+            raise SpecError(f"l0 settings apply to method 'l0', not {self.method!r}")
+        object.__setattr__(self, "structured", settings)
+        shape = settings.target_shape
+        structure = "structured-global" if settings.allocation == "global" else "structured"
+        object.__setattr__(self, "structure", f"shape-{shape.label}" if shape else structure)
+
+    @property
+    def is_structured(self) -> bool:
+        return self.method in STRUCTURED_METHODS
+
     @property
     def nm(self) -> tuple[int, int] | None:
         return parse_nm(self.structure) if registry.structure_kind(self.structure) == "nm" else None
@@ -110,15 +142,24 @@ class PruneSpec:
         return prune_name(self.method, self.sparsity, self.structure, self.owl is not None, nm_sep="of")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["structured"] is None:  # unstructured specs keep the keys they always had
+            del data["structured"]
+        return data
 
 
 def prune_name(method: str, sparsity: float, structure: str, owl: bool, nm_sep: str = ":") -> str:
-    """A system's short name: ``dense``, ``wanda-0.5``, ``sparsegpt-owl-0.6``, ``wanda-2:4``
-    (``nm_sep="of"`` gives ``wanda-2of4``, the checkpoint folder name)."""
+    """A system's short name: ``dense``, ``wanda-0.5``, ``sparsegpt-owl-0.6``, ``wanda-2:4``,
+    ``bonsai-0.5``, ``bonsai-global-0.5``, ``bonsai-shape-a1f128`` (``nm_sep="of"`` gives
+    ``wanda-2of4``, the checkpoint folder name)."""
     if method == "dense":
         return "dense"
-    amount = structure.replace(":", nm_sep) if structure != "unstructured" else f"{sparsity:g}"
+    if structure in ("unstructured", "structured"):
+        amount = f"{sparsity:g}"
+    elif structure == "structured-global":
+        amount = f"global-{sparsity:g}"
+    else:
+        amount = structure.replace(":", nm_sep)
     return f"{method}{'-owl' if owl else ''}-{amount}"
 
 
