@@ -18,8 +18,8 @@ On a run (``run_validity``) the label is the ground-truth column ``gt_hallucinat
 metric is measured pooled over a task's summaries (all systems) and per system where each
 class has at least ``MIN_PER_CLASS`` documents. ``ratio_correlation`` relates each metric's
 risk ratios to the ground-truth hallucination difference (pruned - dense) across systems.
-``validity_flags`` names the metrics whose pooled AUC CI includes 0.5 (or could not be
-measured): their risk ratios are not shown to track hallucination.
+``validity_flags`` names the metrics whose AUC CI includes 0.5 (or lies below it, or could
+not be measured): their risk ratios are not shown to track hallucination.
 """
 
 from __future__ import annotations
@@ -249,26 +249,33 @@ def validity_table(frame: pd.DataFrame, metrics: list[str], label: str = GT_LABE
     return pd.DataFrame(rows, columns=columns)
 
 
-def check_labels(values: pd.Series, label: str) -> None:
-    """Refuse label values other than 0 and 1, naming the first offending row."""
-    bad = ~values.isin([0, 1])
+def check_labels(values: pd.Series, label: str, where=lambda index: f"row {index}") -> None:
+    """Refuse label values other than 0 and 1 (NaN aside), naming the first offending row by
+    ``where(index)``."""
+    bad = values.notna() & ~values.isin([0, 1])
     if bad.any():
-        where = values.index[bad][0]
-        raise ValidityError(f"field {label!r}: row {where}: value {values[where]!r} is not 0 or 1")
+        index = values.index[bad][0]
+        raise ValidityError(f"{where(index)}: field {label!r}: value {values[index]} is not 0 or 1")
 
 
 def validity_flags(table: pd.DataFrame, by: list[str] | None = None) -> dict[tuple, str]:
     """(``by`` values..., metric) -> why the metric is flagged, for each metric whose AUC CI
-    includes 0.5 or could not be measured; valid metrics are absent."""
+    includes 0.5 (or lies below it: the risk runs against the labels) or could not be
+    measured; valid metrics are absent."""
     flags = {}
     for _, row in table.iterrows():
         key = tuple(row[c] for c in (by or [])) + (row["metric"],)
         if not np.isfinite(row["auc_low"]):
             flags[key] = f"validity not measured ({row['note'] or 'no CI'})"
         elif row["auc_low"] <= 0.5 <= row["auc_high"]:
-            flags[key] = (f"AUC {row['auc']:.2f} [{row['auc_low']:.2f}, {row['auc_high']:.2f}] "
-                          "includes 0.5: not shown to detect hallucination")
+            flags[key] = f"AUC {_short(row)} includes 0.5: not shown to detect hallucination"
+        elif row["auc_high"] < 0.5:
+            flags[key] = f"AUC {_short(row)} below 0.5: its risk falls as hallucination rises"
     return flags
+
+
+def _short(row) -> str:
+    return f"{row['auc']:.2f} [{row['auc_low']:.2f}, {row['auc_high']:.2f}]"
 
 
 def format_interval(value: float, low: float, high: float) -> str:

@@ -11,8 +11,8 @@ import pandas as pd
 from analysis.load import RunData
 from analysis.risk import risk_metrics
 from analysis.sections import ReportContext, ReportSection
-from analysis.validity import (GT_LABEL, MIN_PER_CLASS, format_interval, spearman_ci,
-                               validity_flags, validity_table)
+from analysis.validity import (GT_LABEL, MIN_PER_CLASS, check_labels, format_interval,
+                               spearman_ci, validity_flags, validity_table)
 
 TITLE = "Metric validity (AUC)"
 POOLED = "all systems"
@@ -25,11 +25,13 @@ def risk_frame(run: RunData, label: str = GT_LABEL) -> pd.DataFrame:
     rows = run.tidy[run.tidy["metric"].isin(wanted)]
     if label not in set(rows["metric"]):
         return pd.DataFrame()
-    wide = rows.pivot_table(index=["task", "system", "cell", "doc_id"], columns="metric",
+    wide = rows.pivot_table(index=["task", "prompt", "system", "cell", "doc_id"], columns="metric",
                             values="value", aggfunc="first").reset_index()
     for name, (column, invert) in risk_metrics().items():
         if column in wide.columns:
             wide[name] = 1 - wide[column] if invert else wide[column]
+    check_labels(wide[label], label, lambda i: f"{run.score_file(wide.at[i, 'cell'])}: "
+                                               f"record doc_id={wide.at[i, 'doc_id']!r}")
     return wide.dropna(subset=[label])
 
 
@@ -44,10 +46,21 @@ def run_validity(run: RunData, n_boot: int = 1000, seed: int = 0,
     metrics = [m for m in risk_metrics() if m in frame.columns and frame[m].notna().any()]
     pooled = validity_table(frame.assign(scope=POOLED), metrics, label, by=["task", "scope"],
                             n_boot=n_boot, seed=seed)
-    per_system = validity_table(frame.assign(scope=frame["system"] + " [" + frame["cell"] + "]"),
+    per_system = validity_table(frame.assign(scope=_scopes(frame)),
                                 metrics, label, by=["task", "scope"],
                                 min_per_class=MIN_PER_CLASS, n_boot=n_boot, seed=seed)
     return pd.concat([pooled, per_system], ignore_index=True)
+
+
+def _scopes(frame: pd.DataFrame) -> pd.Series:
+    """Each row's system, with its prompt where a task has several and its cell key where
+    two cells would still share a name (e.g. specs differing only in calibration)."""
+    cells = frame.drop_duplicates("cell")
+    several = cells.groupby("task")["prompt"].transform("nunique") > 1
+    names = cells["system"].where(~several, cells["system"] + " (prompt " + cells["prompt"] + ")")
+    clash = names.duplicated(keep=False) | cells.assign(n=names).duplicated(["task", "n"], keep=False)
+    names = names.where(~clash, names + " [" + cells["cell"] + "]")
+    return frame["cell"].map(dict(zip(cells["cell"], names)))
 
 
 def ratio_correlation(risk: pd.DataFrame, run: RunData, label: str = GT_LABEL) -> pd.DataFrame:
