@@ -5,7 +5,6 @@ difference, the flags the risk-ratio tables show, and the report section."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from analysis.load import RunData
