@@ -14,8 +14,8 @@ from scipy.stats import norm, spearmanr
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from analysis.load import load_run
-from analysis.report import compute_risk, write_report
-from analysis.run_sections import validity_section
+from analysis.report import report_context, write_report
+from analysis.validity_section import report_section
 from analysis.validity import (ValidityError, best_threshold, check_labels,
                                cross_validated_predictions, evaluate, fold_of_groups,
                                spearman_ci, validity_flags, validity_table,
@@ -204,7 +204,7 @@ def test_run_validity_pooled_and_per_system(gt_run):
 
 def test_flags_follow_the_ratios_and_the_report_shows_the_section(gt_run):
     root, keys = gt_run
-    risk = compute_risk(root, n_boot=200)
+    risk = report_context(root, n_boot=200).risk
     flags = flagged_metrics(risk)
     assert ("news", "SummaC-ZS") in flags and ("news", "HaRiM") not in flags
     assert "includes 0.5" in flags[("news", "SummaC-ZS")]
@@ -235,9 +235,9 @@ def test_a_bad_ground_truth_value_names_file_record_and_field(tmp_path):
 
 def test_a_run_without_ground_truth_has_no_validity_section(tmp_path):
     make_run(tmp_path, tasks=("news",), n_docs=8)
-    risk = compute_risk(tmp_path, n_boot=100)
-    assert "validity" not in risk.columns and flagged_metrics(risk) == {}
-    assert validity_section(tmp_path, risk) is None
+    ctx = report_context(tmp_path, n_boot=100)
+    assert "validity" not in ctx.risk.columns and flagged_metrics(ctx.risk) == {}
+    assert ctx.validity.empty and report_section(ctx) is None
 
 
 # --- validate-metrics on labelled claim files ------------------------------------------------
