@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.validity import format_interval, validity_table
 from harness import atomic
 from harness.config import ScoringConfig
 from harness.errors import PrunescopeError
@@ -43,6 +42,8 @@ def validate_metrics(task: str, data: str | Path, scoring: ScoringConfig, out: s
     on the val cut and measured on the test cut where the file has both, else by
     cross-validation over documents (claims of one document stay in one fold and are
     resampled together)."""
+    from analysis.validity import validity_table
+
     other = sorted(set(scoring.metrics) - set(HALLUCINATION_METRICS))
     if other:
         raise PrunescopeError(f"validate-metrics measures hallucination metrics only "
@@ -84,6 +85,8 @@ def validate_metrics(task: str, data: str | Path, scoring: ScoringConfig, out: s
 
 def describe(result: ValidationResult) -> str:
     """The summary as text for the terminal."""
+    from analysis.validity import format_interval
+
     lines = [f"{len(result.scores)} claims: {int(result.scores['hallucinated'].sum())} inconsistent, "
              f"{int((result.scores['hallucinated'] == 0).sum())} consistent"]
     for row in result.summary.itertuples():
