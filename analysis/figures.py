@@ -76,6 +76,14 @@ def risk_vs_sparsity(run: RunData, out_dir: Path) -> Figure | None:
                  "documents (prompts averaged; sparsity 0: the dense model).")
 
 
+def _metric_title(risk: pd.DataFrame, metric: str) -> str:
+    """The metric's name, marked where its validity is flagged (AUC CI includes 0.5) on a task."""
+    if "validity_flag" not in risk.columns:
+        return metric
+    flagged = risk.loc[(risk["metric"] == metric) & (risk["validity_flag"] != ""), "task"].unique()
+    return f"{metric}\nFLAGGED validity on {', '.join(flagged)}" if len(flagged) else metric
+
+
 def ratio_vs_overlap(risk: pd.DataFrame, run: RunData, out_dir: Path,
                      overlap: str = "rougeL_src") -> Figure | None:
     """Risk ratio against the pruned system's lexical overlap with its sources."""
@@ -90,7 +98,7 @@ def ratio_vs_overlap(risk: pd.DataFrame, run: RunData, out_dir: Path,
         for method, rows in data[data["metric"] == metric].groupby("method"):
             ax.scatter(rows["overlap"], rows["ratio"], label=method)
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set_title(metric, fontsize=9)
+        ax.set_title(_metric_title(risk, metric), fontsize=9)
         ax.set_xlabel(f"mean {overlap} (pruned)")
         ax.set_ylabel("risk ratio")
         ax.legend(fontsize=7)
@@ -119,7 +127,7 @@ def ratios_with_ci(risk: pd.DataFrame, out_dir: Path) -> Figure | None:
             ax.errorbar(x, rows["ratio"], yerr=np.nan_to_num(err), fmt="o", capsize=3, label=task)
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_xticks(np.arange(len(systems)), systems, rotation=45, ha="right", fontsize=7)
-        ax.set_title(metric, fontsize=9)
+        ax.set_title(_metric_title(risk, metric), fontsize=9)
         ax.set_ylabel("risk ratio (95% CI)")
         ax.legend(fontsize=7, title="dataset", title_fontsize=7)
     fig.tight_layout()

@@ -11,16 +11,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from analysis import cost, human_eval, standard_quality
+from analysis import cost, human_eval, standard_quality, validity_section
 from analysis import run_sections as rs
 from analysis.render import latex_table, to_html, to_markdown
 from analysis.risk import risk_table
 from analysis.sections import ReportContext
+from analysis.validity_section import attach_flags, run_validity
 from harness import atomic
 
 SECTION_PROVIDERS = [
-    rs.missing_section, rs.risk_section, standard_quality.report_section, rs.quality_section,
-    rs.overlap_section, rs.output_section,
+    rs.missing_section, rs.risk_section, validity_section.report_section,
+    standard_quality.report_section, rs.quality_section, rs.overlap_section, rs.output_section,
     rs.sparsity_section, cost.report_section, human_eval.report_section, rs.summaries_section,
     rs.provenance_section,
 ]
@@ -28,14 +29,16 @@ SECTION_PROVIDERS = [
 
 def report_context(run_dir: str | Path, definition: str | None = None, threshold: float | None = None,
                    n_boot: int | None = None, seed: int | None = None) -> ReportContext:
-    """The report's context with its risk-ratio table; settings default to the study's
-    ``analysis`` section."""
+    """The report's context with its risk-ratio table and metric validity; settings default to
+    the study's ``analysis`` section. Where the scores carry ground truth, each risk row also
+    holds its metric's ``validity`` and ``validity_flag`` (``analysis.validity_section``)."""
     ctx = ReportContext.of(run_dir)
     cfg = ctx.settings
     settings = {"definition": definition or cfg.risk,
                 "threshold": cfg.risk_threshold if threshold is None else threshold,
                 "n_boot": n_boot or cfg.bootstrap, "seed": cfg.seed if seed is None else seed}
-    risk = risk_table(ctx.run, **settings)
+    ctx.validity = run_validity(ctx.run, settings["n_boot"], settings["seed"])
+    risk = attach_flags(risk_table(ctx.run, **settings), ctx.validity)
     risk.attrs.update(settings)
     ctx.risk = risk if not risk.empty else None
     return ctx

@@ -33,6 +33,16 @@ def risk_section(ctx: ReportContext) -> ReportSection | None:
             f"seed {a.get('seed', '?')}). p: Wilcoxon signed-rank test of the per-document risk "
             "differences (two-sided), Holm-corrected across all comparisons of this table; "
             "* marks Holm-adjusted p < 0.05.")
+    pivot = risk_pivot(risk)
+    if "validity" in risk.columns:
+        text += ("\n\nMetric validity: each metric's pooled AUC [95% CI] for detecting "
+                 "ground-truth hallucination on the task (section Metric validity (AUC)); a "
+                 "metric marked FLAGGED has an AUC CI that includes 0.5 (or lies below it), so "
+                 "its ratios are not shown to track hallucination.")
+        marks = {(r.task, r.metric): r.validity + (" FLAGGED" if r.validity_flag else "")
+                 for r in risk.itertuples()}
+        pivot.insert(list(pivot.columns).index("metric") + 1, "metric validity",
+                     [marks[(t, m)] for t, m in zip(pivot["task"], pivot["metric"])])
     shown = [figures.risk_vs_sparsity(run, ctx.figures_dir),
              figures.ratio_vs_overlap(risk, run, ctx.figures_dir),
              figures.ratios_with_ci(risk, ctx.figures_dir)]
@@ -40,7 +50,7 @@ def risk_section(ctx: ReportContext) -> ReportSection | None:
     return ReportSection(
         "Hallucination risk ratios",
         text,
-        {"Risk ratio [95% CI] per dataset and metric (columns: model/system)": risk_pivot(risk),
+        {"Risk ratio [95% CI] per dataset and metric (columns: model/system)": pivot,
          "Risk ratio comparisons in detail": detail},
         [f for f in shown if f is not None],
         sorted({run.score_file(c) for c in set(risk["cell"]) | set(risk["baseline"])}),

@@ -37,12 +37,14 @@ class ReportSection:
 @dataclass
 class ReportContext:
     """One report's inputs, built once: the run's store, its ``analysis`` settings, the
-    risk-ratio table (None when nothing could be compared) and, loaded on first use, the
-    run's scores (``run``)."""
+    risk-ratio table (None when nothing could be compared), the metric-validity table and,
+    loaded on first use, the run's scores (``run``)."""
 
     store: RunStore
     settings: object  # harness.config.AnalysisConfig
     risk: pd.DataFrame | None = None
+    # analysis.validity_section.run_validity; empty when the scores carry no ground truth
+    validity: pd.DataFrame | None = None
 
     @classmethod
     def of(cls, run_dir: str | Path | RunStore, risk: pd.DataFrame | None = None) -> ReportContext:

@@ -265,7 +265,7 @@ def test_help_lists_every_subcommand(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     for command in ("annotate", "bench", "demo", "generate", "perplexity", "prune", "report", "run",
-                    "score", "status", "tasks", "tiny-models", "train-summac-conv"):
+                    "score", "status", "tasks", "tiny-models", "train-summac-conv", "validate-metrics"):
         assert f"    {command}" in out
 
 

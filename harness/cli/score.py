@@ -13,6 +13,12 @@ def register(sub) -> None:
     every = ",".join(registry.names())
     p.add_argument("--metrics", default=every, help=f"comma-separated, of {every} (default: all)")
     p.add_argument("--out", required=True, help="parquet file to write")
+    add_scorer_options(p)
+    p.set_defaults(func=run)
+
+
+def add_scorer_options(p) -> None:
+    """The scorer-model options shared with `validate-metrics`."""
     p.add_argument("--harim-model", default=None, help="seq2seq scorer path or hub id")
     p.add_argument("--nli-model", default=None, help="NLI model path or hub id")
     p.add_argument("--conv-weights", default=None, help="SummaC-Conv checkpoint (.bin)")
@@ -20,15 +26,14 @@ def register(sub) -> None:
     p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--allow-downloads", action="store_true", help="let scorer models download from the hub")
-    p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def scoring_config(args):
+    """A ScoringConfig from the parsed ``--metrics`` and scorer options."""
     from pydantic import ValidationError
 
     from harness.config import ScoringConfig
-    from harness.scoring import Scorers, ScoringError, score_cell
-    from tasks import load_task
+    from harness.scoring import ScoringError
 
     chosen = {"metrics": [m.strip() for m in args.metrics.split(",") if m.strip()],
               "harim_model": args.harim_model, "nli_model": args.nli_model,
@@ -39,6 +44,14 @@ def run(args) -> int:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ScoringError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    return config
+
+
+def run(args) -> int:
+    from harness.scoring import Scorers, score_cell
+    from tasks import load_task
+
+    config = scoring_config(args)
     task = load_task(args.task, data=args.data)
     sources = {r.id: r.document for r in task.records}
     references = {r.id: r.reference for r in task.records}
