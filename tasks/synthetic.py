@@ -115,3 +115,27 @@ def _fill(sentence: str, values: dict[str, str]) -> str:
 
 def _mentions(text: str, value: str) -> bool:
     return re.search(rf"(?<![\w]){re.escape(value)}(?![\w])", text) is not None
+
+
+def corrupt(text: str, document: str, facts: list[dict], rng: random.Random) -> str:
+    """``text`` with one of its facts replaced by another of the same type: a value absent
+    from ``document`` (a changed number or date, an invented entity) or, for entities, half
+    the time another entity of the document (a swap). Raises ValueError when ``text`` states
+    none of ``facts``."""
+    stated = [f for f in facts if _mentions(text, f["value"])]
+    if not stated:
+        raise ValueError("the text states none of the facts")
+    fact = rng.choice(stated)
+    kind, value = fact["type"], fact["value"]
+    same_type = [f["value"] for f in facts if f["type"] == kind and f["value"] != value]
+    if kind in ("person", "organisation", "place") and same_type and rng.random() < 0.5:
+        new = rng.choice(same_type)
+    else:
+        new = rng.choice([v for v in _pool(kind) if not _mentions(document, v)])
+    return re.sub(rf"(?<![\w]){re.escape(value)}(?![\w])", new, text, count=1)
+
+
+def _pool(kind: str) -> list[str]:
+    return {"person": [f"{f} {l}" for f in FIRST for l in LAST], "organisation": list(ORGANISATIONS),
+            "place": list(PLACES), "number": [str(n) for n in range(30, 100)],
+            "date": [f"{d} {m}" for d in range(1, 29) for m in MONTHS]}[kind]
