@@ -193,8 +193,9 @@ class StudyConfig(Section):
             if folder in folders[:i]:
                 raise ValueError(
                     f"prune[{i}] would share the checkpoint folder {folder!r} with "
-                    f"prune[{folders.index(folder)}]; specs that differ only in calibration or "
-                    "solver settings need separate studies (run directories)")
+                    f"prune[{folders.index(folder)}]; specs that differ only in calibration settings "
+                    "other than the seed, or in solver settings, need separate studies (run "
+                    "directories)")
         for name in self.scoring.metrics:
             for setting in metric_registry.get(name).settings:
                 if getattr(self.scoring, setting) is None:
