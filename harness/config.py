@@ -124,7 +124,7 @@ def expand_sweeps(entries: list, seeds: list[int] | None = None) -> list:
     under ``sparsity`` or ``structure`` sweeps it, and ``seeds`` (the entry's, else the
     study's) repeats a spec per calibration seed where the method draws calibration samples
     (Wanda, SparseGPT, OWL); a method without random choices (magnitude) is not repeated."""
-    from harness.pruning.methods import REGISTRY
+    from harness.pruning import registry
 
     out = []
     for i, entry in enumerate(entries):
@@ -135,7 +135,7 @@ def expand_sweeps(entries: list, seeds: list[int] | None = None) -> list:
         entry_seeds = entry.pop("seeds", seeds)
         sweeps = {k: entry[k] if isinstance(entry.get(k), list) else [entry[k]]
                   for k in ("sparsity", "structure") if k in entry}
-        method = REGISTRY.get(entry.get("method"))
+        method = registry.METHODS.get(entry.get("method"))
         calibrated = entry.get("owl") is not None or (method is not None and method.needs_calibration)
         if entry_seeds is not None:
             if not (isinstance(entry_seeds, list) and entry_seeds

@@ -107,9 +107,7 @@ class PruneSpec:
     @property
     def seeded(self) -> bool:
         """Whether the spec has random choices (calibration samples), so its seed matters."""
-        from harness.pruning.methods import REGISTRY
-
-        return REGISTRY[self.method].needs_calibration or self.owl is not None
+        return registry.get(self.method).needs_calibration or self.owl is not None
 
     @property
     def seed(self) -> int | None:
