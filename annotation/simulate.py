@@ -70,3 +70,23 @@ def _stats(summary: str, article: set[str]) -> dict[str, float]:
 
 def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
+
+
+def truth_reader(truth: list[str], error_rate: float, rng: random.Random,
+                 choices: tuple[str, ...] = tuple(ANSWERS)) -> list[str]:
+    """A simulated annotator who reads the ground truth: each answer is the true one, except
+    with probability ``error_rate`` a uniformly random choice (possibly the true one)."""
+    return [rng.choice(choices) if rng.random() < error_rate else t for t in truth]
+
+
+def expected_kappa(truth_shares: dict[str, float], error_rate: float, k: int | None = None) -> float:
+    """Cohen's kappa expected between two independent :func:`truth_reader` annotators: with
+    q_c = (1 - e) pi_c + e / k the answer shares, p_o = sum_c pi_c [(1 - e + e/k)^2
+    + (k - 1)(e/k)^2] and p_e = sum_c q_c^2; kappa = (p_o - p_e) / (1 - p_e)."""
+    k = k or len(ANSWERS)
+    e = error_rate
+    right, wrong = 1 - e + e / k, e / k
+    shares = list(truth_shares.values()) + [0.0] * (k - len(truth_shares))
+    p_o = sum(pi * (right ** 2 + (k - 1) * wrong ** 2) for pi in shares)
+    p_e = sum(((1 - e) * pi + e / k) ** 2 for pi in shares)
+    return (p_o - p_e) / (1 - p_e)

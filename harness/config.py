@@ -147,11 +147,51 @@ class AnalysisConfig(Section):
     seed: int = 0
 
 
+def expand_sweeps(entries: list, seeds: list[int] | None = None) -> list:
+    """Prune entries with lists expanded into one spec per combination, in order: a list
+    under ``sparsity`` or ``structure`` sweeps it, and ``seeds`` (the entry's, else the
+    study's) repeats a spec per calibration seed where the method draws calibration samples
+    (Wanda, SparseGPT, OWL); a method without random choices (magnitude) is not repeated."""
+    from harness.pruning import registry
+
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            out.append(entry)
+            continue
+        entry = dict(entry)
+        entry_seeds = entry.pop("seeds", seeds)
+        sweeps = {k: entry[k] if isinstance(entry.get(k), list) else [entry[k]]
+                  for k in ("sparsity", "structure") if k in entry}
+        method = registry.METHODS.get(entry.get("method"))
+        calibrated = entry.get("owl") is not None or (method is not None and method.needs_calibration)
+        if entry_seeds is not None:
+            if not (isinstance(entry_seeds, list) and entry_seeds
+                    and all(isinstance(s, int) and not isinstance(s, bool) for s in entry_seeds)):
+                raise ValueError(f"prune[{i}].seeds must be a non-empty list of integers "
+                                 f"(got {entry_seeds!r})")
+        combos = [{}]
+        for key, values in sweeps.items():
+            if not values:
+                raise ValueError(f"prune[{i}].{key}: an empty list sweeps nothing")
+            combos = [{**c, key: v} for c in combos for v in values]
+        for combo in combos:
+            for seed in (entry_seeds if calibrated and entry_seeds is not None else [None]):
+                spec = {**entry, **combo}
+                if seed is not None:
+                    spec["calibration"] = {**(spec.get("calibration") or {}), "seed": seed}
+                out.append(spec)
+    return out
+
+
 class StudyConfig(Section):
     name: str
     out: Path | None = None
     models: list[ModelConfig] = Field(min_length=1)
+    # An entry may sweep: sparsity: [0.5, 0.6], structure: [unstructured, "2:4"], seeds: [0, 1, 2]
+    # (expand_sweeps); ``seeds`` here applies to every entry without its own.
     prune: list[PruneSpec] = Field(default_factory=list)
+    seeds: list[int] | None = None
     tasks: list[TaskConfig] = Field(min_length=1)
     prompts: list[str] = ["A"]
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
@@ -164,6 +204,13 @@ class StudyConfig(Section):
     keep_checkpoints: bool = True
     allow_downloads: bool = False  # hub downloads happen only when true and HF_HUB_OFFLINE unset
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_sweeps(cls, raw):
+        if isinstance(raw, dict) and isinstance(raw.get("prune"), list):
+            raw = {**raw, "prune": expand_sweeps(raw["prune"], raw.get("seeds"))}
+        return raw
+
     @model_validator(mode="after")
     def _unique_names(self):
         for kind, names in (("models", [m.name for m in self.models]),
@@ -175,8 +222,9 @@ class StudyConfig(Section):
             if folder in folders[:i]:
                 raise ValueError(
                     f"prune[{i}] would share the checkpoint folder {folder!r} with "
-                    f"prune[{folders.index(folder)}]; specs that differ only in calibration or "
-                    "solver settings need separate studies (run directories)")
+                    f"prune[{folders.index(folder)}]; specs that differ only in calibration settings "
+                    "other than the seed, or in solver settings, need separate studies (run "
+                    "directories)")
         for name in self.scoring.metrics:
             for setting in metric_registry.get(name).settings:
                 if getattr(self.scoring, setting) is None:
@@ -257,5 +305,6 @@ def _resolve_paths(study: StudyConfig, base: Path, source) -> StudyConfig:
 __all__ = [
     "AnalysisConfig", "CalibrationSpec", "ConfigError", "CorpusConfig", "EngineOptions", "GenerationConfig",
     "ModelConfig", "OWLSpec", "PerplexityConfig", "PruneSpec", "QualityConfig", "ScoringConfig", "StudyConfig",
+    "expand_sweeps",
     "TaskConfig", "load_study", "parse_study",
 ]

@@ -45,6 +45,7 @@ class PruneSpecInfo(Record):
     # or "shape-<label>" (see harness.pruning.spec.PruneSpec)
     structure: str = "unstructured"
     owl: bool = False
+    seed: int | None = None  # the calibration seed; None where the pruning has no random choice
 
     @field_validator("method")
     @classmethod
@@ -55,13 +56,19 @@ class PruneSpecInfo(Record):
 
     @property
     def label(self) -> str:
-        """Short system label used in tables, e.g. ``wanda-2:4`` or ``sparsegpt-0.5``."""
+        """Short system label used in tables, e.g. ``wanda-2:4``, ``sparsegpt-0.5-s1``."""
+        return prune_name(self.method, self.sparsity, self.structure, self.owl, seed=self.seed)
+
+    @property
+    def setting(self) -> str:
+        """The label without the seed: the systems a seed aggregation pools, e.g. ``wanda-0.5``."""
         return prune_name(self.method, self.sparsity, self.structure, self.owl)
 
     @property
     def folder(self) -> str:
         """The checkpoint folder under ``checkpoints/<model>/``, e.g. ``wanda-2of4``."""
-        return prune_name(self.method, self.sparsity, self.structure, self.owl, nm_sep="of")
+        return prune_name(self.method, self.sparsity, self.structure, self.owl, nm_sep="of",
+                          seed=self.seed)
 
 
 class CellInfo(Record):

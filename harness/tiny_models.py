@@ -111,8 +111,10 @@ def build(name: str, out: str | Path, seed: int = 0) -> Path:
     return out
 
 
-def build_tokenizer(kind: str = "causal", chat: bool = True):
-    """A byte-level BPE tokenizer (any text encodes, nothing maps to <unk>).
+def build_tokenizer(kind: str = "causal", chat: bool = True, corpus: list[str] | None = None,
+                    vocab_size: int = VOCAB_SIZE, context: int = CONTEXT):
+    """A byte-level BPE tokenizer (any text encodes, nothing maps to <unk>), learned on
+    ``corpus`` (default: a few news-like sentences).
 
     kind: "causal" (prepends <s>), "seq2seq" (<s> A </s>, like BART) or "pair"
     (<s> A </s> B </s> with segment ids, for the NLI classifier)."""
@@ -120,10 +122,10 @@ def build_tokenizer(kind: str = "causal", chat: bool = True):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE, special_tokens=SPECIALS, show_progress=False,
+        vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(_CORPUS.splitlines() * 4, trainer=trainer)
+    tok.train_from_iterator(corpus or _CORPUS.splitlines() * 4, trainer=trainer)
     ids = {t: tok.token_to_id(t) for t in ("<s>", "</s>")}
     specials = [("<s>", ids["<s>"]), ("</s>", ids["</s>"])]
     if kind == "causal":
@@ -144,14 +146,14 @@ def build_tokenizer(kind: str = "causal", chat: bool = True):
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
         unk_token="<unk>", mask_token="<mask>",
         additional_special_tokens=["<|system|>", "<|user|>", "<|assistant|>"],
-        model_max_length=CONTEXT, **pair_inputs,
+        model_max_length=context, **pair_inputs,
     )
     if kind == "causal" and chat:
         fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
-def _special_ids() -> dict:
+def special_ids() -> dict:
     return {"bos_token_id": SPECIALS.index("<s>"), "eos_token_id": SPECIALS.index("</s>"),
             "pad_token_id": SPECIALS.index("<pad>")}
 
@@ -159,7 +161,7 @@ def _special_ids() -> dict:
 def _causal_lm(family: str):
     common = dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_attention_heads=HEADS,
                   num_hidden_layers=LAYERS, intermediate_size=FFN,
-                  max_position_embeddings=CONTEXT, tie_word_embeddings=False, **_special_ids())
+                  max_position_embeddings=CONTEXT, tie_word_embeddings=False, **special_ids())
     if family in ("llama", "mistral", "qwen2"):
         cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
                "qwen2": transformers.Qwen2Config}[family]
@@ -171,7 +173,7 @@ def _causal_lm(family: str):
         config = transformers.OPTConfig(
             vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_attention_heads=HEADS,
             num_hidden_layers=LAYERS, ffn_dim=FFN, max_position_embeddings=CONTEXT,
-            word_embed_proj_dim=HIDDEN, do_layer_norm_before=True, **_special_ids())
+            word_embed_proj_dim=HIDDEN, do_layer_norm_before=True, **special_ids())
     elif family == "gpt_neox":
         config = transformers.GPTNeoXConfig(**common, rotary_pct=1.0, use_parallel_residual=True)
     elif family == "falcon":
@@ -179,7 +181,7 @@ def _causal_lm(family: str):
             vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, num_attention_heads=HEADS,
             num_hidden_layers=LAYERS, ffn_hidden_size=FFN, new_decoder_architecture=False,
             multi_query=True, parallel_attn=True, alibi=False, bias=False,
-            max_position_embeddings=CONTEXT, **_special_ids())
+            max_position_embeddings=CONTEXT, **special_ids())
     else:
         raise ValueError(f"unknown causal family {family!r}")
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -202,7 +204,7 @@ def _bart():
         vocab_size=VOCAB_SIZE, d_model=64, encoder_layers=1, decoder_layers=1,
         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128,
         decoder_ffn_dim=128, max_position_embeddings=CONTEXT, init_std=0.2,
-        decoder_start_token_id=SPECIALS.index("</s>"), **_special_ids())
+        decoder_start_token_id=SPECIALS.index("</s>"), **special_ids())
     return transformers.BartForConditionalGeneration(config)
 
 
@@ -212,5 +214,5 @@ def _nli():
         num_attention_heads=2, intermediate_size=128, max_position_embeddings=CONTEXT,
         type_vocab_size=2, num_labels=3, id2label=NLI_LABELS,
         label2id={v: k for k, v in NLI_LABELS.items()}, initializer_range=0.3,
-        **_special_ids())
+        **special_ids())
     return transformers.AlbertForSequenceClassification(config)

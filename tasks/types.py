@@ -7,13 +7,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-FIELD_ROLES = ("id", "document", "reference")
+FIELD_ROLES = ("id", "document", "reference", "facts")
 
 
 class TaskDefinition(BaseModel):
     """One registry entry: where a task's data comes from and how its records are read.
 
-    ``fields`` maps a role (id, document, reference) to the name of the field holding it.
+    ``fields`` maps a role (id, document, reference, facts) to the name of the field holding
+    it. ``facts`` (optional) names a field of gold facts: a list of ``{"type": str, "value":
+    str, "key": bool}`` per record (``key`` defaults to true: a fact a summary should state);
+    a task that maps it gets the ground-truth metrics (``harness.scoring.ground_truth``).
     ``has_reference`` is true when every record must carry a gold reference summary; when false
     a reference is read where present and reference-based metrics are skipped otherwise.
     """
@@ -38,6 +41,7 @@ class TaskRecord:
     document: str
     reference: str | None
     extra: dict = field(default_factory=dict)  # the record's other fields, e.g. claim, label
+    facts: list[dict] | None = None  # gold facts, where the task maps the facts role
 
 
 @dataclass(frozen=True)

@@ -77,14 +77,38 @@ def _validate_row(row: Row, file: str, fields: Mapping[str, str | None],
     if has_reference and reference is None and not any(p.field == ref_field for p in problems):
         problem(ref_field, "missing or empty reference summary (this task needs one)")
 
-    used = {id_field, doc_field, ref_field} if row.key is None else {doc_field, ref_field}
+    facts_field = fields.get("facts")
+    facts = _facts(values.get(facts_field), facts_field, problem) if facts_field else None
+
+    used = {id_field, doc_field, ref_field, facts_field}
+    if row.key is not None:
+        used.discard(id_field)
     extra = {name: value for name, value in values.items() if name not in used}
     for name, value in extra.items():
         if isinstance(value, str) and _UNDECODABLE.search(value):
             problem(name, _undecodable_reason(value))
     if problems:
         return None, problems
-    return TaskRecord(record_id, document, reference, extra), []
+    return TaskRecord(record_id, document, reference, extra, facts), []
+
+
+def _facts(value, field: str, problem) -> list[dict] | None:
+    """Gold facts as ``[{"type", "value", "key"}]``, or None after reporting what is wrong."""
+    if not isinstance(value, list):
+        problem(field, f"gold facts must be a list of {{type, value, key}} objects, got "
+                       f"{type(value).__name__ if value is not None else 'nothing'}")
+        return None
+    facts = []
+    for i, fact in enumerate(value):
+        ok = (isinstance(fact, Mapping) and isinstance(fact.get("type"), str)
+              and isinstance(fact.get("value"), str) and fact["value"].strip()
+              and isinstance(fact.get("key", True), bool))
+        if not ok:
+            problem(field, f"fact {i}: needs a text 'type', a non-empty text 'value' and an "
+                           f"optional true/false 'key' (got {_preview(fact)})")
+            return None
+        facts.append({"type": fact["type"], "value": fact["value"], "key": fact.get("key", True)})
+    return facts
 
 
 def _text(value, field: str, problem) -> str | None:

@@ -73,3 +73,12 @@ def vllm_engine():
 
     yield get
     engines.clear()
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """``trained("summarizer-llama")`` -> path of a model trained on the facts task, trained
+    on first use (once per cache) and cached on disk (``harness.trained_models``)."""
+    from harness.trained_models import trained_model
+
+    return trained_model

@@ -270,6 +270,11 @@ def test_help_lists_every_subcommand(capsys):
 
 
 def test_two_prune_specs_sharing_a_checkpoint_folder_are_refused(tmp_path, llama_path):
-    prune = "[{method: wanda, sparsity: 0.5}, {method: wanda, sparsity: 0.5, calibration: {seed: 1}}]"
+    # A different calibration seed is a distinct checkpoint (wanda-0.5-s1); other calibration
+    # settings are not part of the folder name.
+    seeds = "[{method: wanda, sparsity: 0.5}, {method: wanda, sparsity: 0.5, calibration: {seed: 1}}]"
+    study = load_study(_write_study(tmp_path, _study(llama_path, prune=seeds)))
+    assert [p.key for p in study.prune] == ["wanda-0.5", "wanda-0.5-s1"]
+    prune = "[{method: wanda, sparsity: 0.5}, {method: wanda, sparsity: 0.5, calibration: {nsamples: 4}}]"
     with pytest.raises(ConfigError, match="prune\\[1\\] would share the checkpoint folder 'wanda-0.5'"):
         load_study(_write_study(tmp_path, _study(llama_path, prune=prune)))

@@ -56,6 +56,7 @@ def run(args) -> int:
     sources = {r.id: r.document for r in task.records}
     references = {r.id: r.reference for r in task.records}
     frame = score_cell(args.generations, sources, references,
-                       Scorers(config, allow_downloads=args.allow_downloads), args.out)
+                       Scorers(config, allow_downloads=args.allow_downloads), args.out,
+                       facts={r.id: r.facts for r in task.records})
     print(f"scored {len(frame)} summaries -> {args.out}")
     return 0

@@ -137,9 +137,21 @@ class PruneSpec:
         return parse_nm(self.structure) if registry.structure_kind(self.structure) == "nm" else None
 
     @property
+    def seeded(self) -> bool:
+        """Whether the spec has random choices (calibration samples), so its seed matters."""
+        return registry.get(self.method).needs_calibration or self.owl is not None
+
+    @property
+    def seed(self) -> int | None:
+        """The seed of every random choice of this spec (None for a spec without any)."""
+        return self.calibration.seed if self.seeded else None
+
+    @property
     def key(self) -> str:
-        """Readable folder name of the pruned checkpoint, e.g. ``wanda-2of4`` or ``sparsegpt-0.5``."""
-        return prune_name(self.method, self.sparsity, self.structure, self.owl is not None, nm_sep="of")
+        """Readable folder name of the pruned checkpoint, e.g. ``wanda-2of4``, ``sparsegpt-0.5``
+        or, for calibration seed 2, ``sparsegpt-0.5-s2``."""
+        return prune_name(self.method, self.sparsity, self.structure, self.owl is not None,
+                          nm_sep="of", seed=self.seed)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -148,10 +160,12 @@ class PruneSpec:
         return data
 
 
-def prune_name(method: str, sparsity: float, structure: str, owl: bool, nm_sep: str = ":") -> str:
+def prune_name(method: str, sparsity: float, structure: str, owl: bool, nm_sep: str = ":",
+               seed: int | None = None) -> str:
     """A system's short name: ``dense``, ``wanda-0.5``, ``sparsegpt-owl-0.6``, ``wanda-2:4``,
     ``bonsai-0.5``, ``bonsai-global-0.5``, ``bonsai-shape-a1f128`` (``nm_sep="of"`` gives
-    ``wanda-2of4``, the checkpoint folder name)."""
+    ``wanda-2of4``, the checkpoint folder name); a calibration seed other than 0 (the default)
+    is appended: ``wanda-0.5-s2``."""
     if method == "dense":
         return "dense"
     if structure in ("unstructured", "structured"):
@@ -160,7 +174,7 @@ def prune_name(method: str, sparsity: float, structure: str, owl: bool, nm_sep: 
         amount = f"global-{sparsity:g}"
     else:
         amount = structure.replace(":", nm_sep)
-    return f"{method}{'-owl' if owl else ''}-{amount}"
+    return f"{method}{'-owl' if owl else ''}-{amount}{f'-s{seed}' if seed else ''}"
 
 
 def parse_nm(structure: str) -> tuple[int, int]:

@@ -66,7 +66,8 @@ class CheckpointJob:
         if self.spec is None:
             return PruneSpecInfo()
         return PruneSpecInfo(method=self.spec.method, sparsity=self.spec.sparsity,
-                             structure=self.spec.structure, owl=self.spec.owl is not None)
+                             structure=self.spec.structure, owl=self.spec.owl is not None,
+                             seed=self.spec.seed)
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,8 @@ def ensure_scores(ctx: RunContext, cell: CellJob, scorers) -> bool:
     records = ctx.tasks[cell.info.task].records
     score_cell(store.generation_path(key), {r.id: r.document for r in records},
                {r.id: r.reference for r in records}, scorers, store.score_path(key), cell=cell.info,
-               inputs=freshness.score_inputs(store, key, ctx.scorer_key))
+               inputs=freshness.score_inputs(store, key, ctx.scorer_key),
+               facts={r.id: r.facts for r in records})
     return True
 
 

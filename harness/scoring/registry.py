@@ -74,6 +74,12 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "harness.scoring.rouge", references="reference", report=_rouge_report()),
     Metric("overlap", ("coverage", "density", "compression", "novel_1", "novel_2", "novel_3",
                        "novel_4", "repetition"), "harness.scoring.overlap", report=_overlap_report()),
+    Metric("ground_truth", ("gt_hallucinated_facts", "gt_hallucination", "gt_fact_recall",
+                            "gt_repetition"), "harness.scoring.ground_truth", references="reference",
+           risk=(RiskColumn("Ground truth", "gt_hallucination"),),
+           report={"gt_fact_recall": ("quality", "fact recall (ground truth)"),
+                   "gt_hallucinated_facts": ("output", "hallucinated facts (ground truth)"),
+                   "gt_repetition": ("output", "repeated sentences (ground truth)")}),
 )}
 
 

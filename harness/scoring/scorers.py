@@ -41,6 +41,7 @@ class ScoreBatch:
     texts: list[str]
     sources: list[str]
     references: list[str | None]
+    facts: list[list[dict] | None] | None = None  # gold facts per summary, where the task has them
     shared: dict = field(default_factory=dict)
 
 
@@ -107,9 +108,10 @@ class Scorers:
         return self._conv
 
     def score(self, summaries: list[dict], sources: dict[str, str],
-              references: dict[str, str | None]) -> "pandas.DataFrame":  # noqa: F821
+              references: dict[str, str | None],
+              facts: dict[str, list[dict] | None] | None = None) -> "pandas.DataFrame":  # noqa: F821
         """A row per summary dict (``doc_id``, ``text``, ``output_tokens``), in input order;
-        columns of metrics not asked for are NaN."""
+        columns of metrics not asked for are NaN. ``facts``: gold facts per doc id."""
         import pandas as pd
 
         for k, summary in enumerate(summaries):
@@ -126,7 +128,7 @@ class Scorers:
             return pd.DataFrame({c: [] for c in columns})
         ids = [s["doc_id"] for s in summaries]
         batch = ScoreBatch(ids, [s["text"] for s in summaries], [sources[i] for i in ids],
-                           [references.get(i) for i in ids])
+                           [references.get(i) for i in ids], [(facts or {}).get(i) for i in ids])
         rows = {c: [math.nan] * len(summaries) for c in columns}
         rows["doc_id"] = ids
         rows["summary_tokens"] = [int(s["output_tokens"]) for s in summaries]
@@ -153,7 +155,8 @@ class Scorers:
 
 def score_cell(generations_path: str | Path, sources: dict[str, str],
                references: dict[str, str | None], scorers: Scorers, out: str | Path,
-               cell: CellInfo | None = None, inputs: dict | None = None) -> "pandas.DataFrame":  # noqa: F821
+               cell: CellInfo | None = None, inputs: dict | None = None,
+               facts: dict[str, list[dict] | None] | None = None) -> "pandas.DataFrame":  # noqa: F821
     """Score one cell's generations and write ``out`` (parquet) atomically, with the cell, the
     scorer provenance and ``inputs`` (the freshness stamp: scorer key and generations key,
     see ``harness.runner.freshness``) under the file metadata key ``prunescope``."""
@@ -164,7 +167,7 @@ def score_cell(generations_path: str | Path, sources: dict[str, str],
     summaries = [{"doc_id": r.doc_id, "text": r.text, "output_tokens": r.output_tokens}
                  for r in records]
     try:
-        frame = scorers.score(summaries, sources, references)
+        frame = scorers.score(summaries, sources, references, facts)
     except ScoringError as exc:
         raise ScoringError(f"{generations_path}: {exc}") from None
     metadata = {"schema_version": SCHEMA_VERSION,
