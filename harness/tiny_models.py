@@ -18,6 +18,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -74,14 +75,22 @@ def tiny_model(name: str) -> Path:
     """Path of a built tiny model (``llama``, ``opt``, ..., ``bart``, ``nli``), built on first use."""
     if name not in NAMES:
         raise ValueError(f"unknown tiny model {name!r}; choose from {', '.join(NAMES)}")
-    target = cache_root() / name
-    if not (target / "config.json").exists():
+    return build_once(cache_root() / name, "config.json", lambda tmp: build(name, tmp))
+
+
+def build_once(target: Path, marker: str, make: Callable[[Path], None]) -> Path:
+    """``target``, made by ``make(tmp_folder)`` unless ``target/marker`` exists; the folder
+    appears atomically, and a concurrent builder that finished first keeps its result."""
+    if not (target / marker).exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-        build(name, tmp)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            os.replace(tmp, target)  # atomic; a concurrent builder may have won the race
+            make(tmp)
+            os.replace(tmp, target)
         except OSError:
+            if not (target / marker).exists():
+                raise
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
 

@@ -25,8 +25,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -58,16 +56,7 @@ def trained_model(name: str) -> Path:
     """Path of a trained tiny model, trained on first use (seed 0) and cached."""
     if name not in NAMES:
         raise ValueError(f"unknown trained model {name!r}; choose from {', '.join(NAMES)}")
-    target = cache_root() / name
-    if not (target / TRAINING_FILE).exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-        train(name, tmp)
-        try:
-            os.replace(tmp, target)  # atomic; a concurrent trainer may have won the race
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return tiny_models.build_once(cache_root() / name, TRAINING_FILE, lambda tmp: train(name, tmp))
 
 
 def training_report(path: str | Path) -> dict | None:
@@ -144,7 +133,6 @@ def _train_summarizer(family: str, out: Path, seed: int, warmup_steps: int = 200
                               for _ in range(batch)], warmup_steps + steps, lr=3e-3)
     model.generation_config = transformers.GenerationConfig(
         bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=tok.pad_token_id)
-    model.eval()
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     quality = summarizer_quality(out, n=100)
@@ -189,24 +177,35 @@ def _greedy(model, tok, prompts: list[list[int]], max_new_tokens: int) -> list[s
 
 
 def _fit(model, batches, steps: int, lr: float, pad: int | None = None) -> float:
-    """AdamW with linear decay on (input ids, labels) examples; returns the last loss."""
+    """Causal-LM training on (input ids, labels) examples; returns the last loss."""
     pad = tiny_models.special_ids()["pad_token_id"] if pad is None else pad
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
-    model.train()
-    loss = torch.tensor(float("nan"))
-    for step in range(steps):
+
+    def loss_at(step: int):
         examples = batches(step)
         width = max(len(ids) for ids, _ in examples)
         ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in examples])
         labels = torch.tensor([y + [-100] * (width - len(y)) for _, y in examples])
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in examples])
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    return _train(model, loss_at, steps, lr, weight_decay=0.0)
+
+
+def _train(model, loss_at, steps: int, lr: float, weight_decay: float = 0.01) -> float:
+    """AdamW with linear decay and gradient clipping at 1 over ``loss_at(step)``; leaves the
+    model in eval mode and returns the last loss."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for step in range(steps):
+        loss = loss_at(step)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
+    model.eval()
     return float(loss)
 
 
@@ -227,21 +226,15 @@ def _train_bart(out: Path, seed: int, steps: int = 500, batch: int = 24) -> dict
     model = transformers.BartForConditionalGeneration(config)
     data = records(3000, TRAIN_SEED + 100 + seed)
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
-    model.train()
-    for _ in range(steps):
+
+    def loss_at(_step: int):
         chosen = [data[rng.randrange(len(data))] for _ in range(batch)]
         enc = tok([r["document"] for r in chosen], padding=True, return_tensors="pt")
         labels = tok([r["reference"] for r in chosen], padding=True, return_tensors="pt").input_ids
         labels[labels == tok.pad_token_id] = -100
-        loss = model(**enc, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-    model.eval()
+        return model(**enc, labels=labels).loss
+
+    _train(model, loss_at, steps, lr=3e-3)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     accuracy = _harim_pair_accuracy(out)
@@ -316,20 +309,14 @@ def _train_nli(out: Path, seed: int, steps: int = 1500, batch: int = 64) -> dict
     model = transformers.BertForSequenceClassification(config)
     train_pairs = nli_pairs(4000, 1_000_000 + seed)
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
-    model.train()
-    for _ in range(steps):
+
+    def loss_at(_step: int):
         chosen = [train_pairs[rng.randrange(len(train_pairs))] for _ in range(batch)]
         enc = tok([p for p, _, _ in chosen], [h for _, h, _ in chosen], padding=True,
                   return_tensors="pt")
-        loss = model(**enc, labels=torch.tensor([y for _, _, y in chosen])).loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-    model.eval()
+        return model(**enc, labels=torch.tensor([y for _, _, y in chosen])).loss
+
+    _train(model, loss_at, steps, lr=2e-3)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     held = nli_pairs(300, 2_000_000)
