@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -60,6 +61,25 @@ def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     (e.g. ``lambda p: df.to_parquet(p)``)."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def write_dir(path: str | Path, writer: Callable[[Path], None]) -> None:
+    """Atomically write the folder ``path`` with a function that fills the (empty, temporary)
+    folder it is given; an older folder at ``path`` is moved aside first, then deleted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        writer(tmp)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _jsonable(obj):

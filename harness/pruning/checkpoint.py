@@ -1,20 +1,18 @@
 """Prune a checkpoint directory into a new, plain Hugging Face checkpoint plus ``sparsity.json``.
 
 The output loads unchanged in transformers and vLLM: dense safetensors with zeros and no
-``sparsity_config`` (current vLLM rejects one). It is built in a temporary folder next to
-``out_dir`` and renamed into place, so a killed run leaves no half-written checkpoint.
+``sparsity_config`` (current vLLM rejects one). It is written atomically, so a killed run
+leaves no half-written checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from harness.atomic import write_dir
 from harness.devices import resolve_device
 from harness.pruning import registry
 from harness.pruning.calibration import load_calibration
@@ -54,7 +52,7 @@ def prune_checkpoint(model_dir, spec: PruneSpec, out_dir, *, device="auto", dtyp
     if calibration is not None:
         report["calibration"] = {**calibration, "ids_hash": (report.get("calibration") or {}).get("ids_hash")}
     report["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
-    _write(model, tokenizer, report, out_dir)
+    save_checkpoint(model, tokenizer, out_dir, {"sparsity.json": report})
     return report
 
 
@@ -66,34 +64,24 @@ def canonicalize_zeros(model) -> None:
             param.masked_fill_(param == 0, 0.0)
 
 
-def _write(model, tokenizer, report: dict, out_dir: Path) -> None:
+def save_checkpoint(model, tokenizer, out_dir: Path, reports: dict[str, dict]) -> None:
+    """Write a plain HF checkpoint plus report files (name -> JSON object) into ``out_dir``,
+    atomically (``harness.atomic.write_dir``)."""
     canonicalize_zeros(model)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if model.generation_config is not None and not (tmp / "generation_config.json").exists():
             model.generation_config.save_pretrained(tmp)
         _drop_sparsity_config(tmp / "config.json")
-        (tmp / "sparsity.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        _replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for name, report in reports.items():
+            (tmp / name).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+    write_dir(out_dir, fill)
 
 
 def _drop_sparsity_config(config_path: Path) -> None:
     config = json.loads(config_path.read_text())
     if config.pop("sparsity_config", None) is not None:
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``; an older folder there is moved aside first, then deleted."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / target.name)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -16,9 +16,22 @@ SCHEMA_VERSION = 1
 def sparsity_report(prefix: str, block_layers: list[dict], spec: PruneSpec,
                     targets: list[float]) -> dict:
     """``block_layers``: per block, its Linear layers by name (relative to the block)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "method": spec.method,
+        "spec": spec.to_dict(),
+        "target_sparsity": spec.sparsity,
+        "block_target_sparsity": targets,
+        **measure_sparsity(prefix, block_layers, spec.nm),
+    }
+
+
+def measure_sparsity(prefix: str, block_layers: list[dict], nm: tuple[int, int] | None) -> dict:
+    """Zeros per module and block, their overall share and, for an ``nm`` pattern, whether
+    every group of every layer still satisfies it (``nm_valid``; None without a pattern)."""
     modules, block_sparsity = {}, []
     zeros_total = numel_total = 0
-    nm_valid = True if spec.nm else None
+    nm_valid = True if nm else None
     for index, layers in enumerate(block_layers):
         zeros_block = numel_block = 0
         for name, layer in layers.items():
@@ -27,22 +40,13 @@ def sparsity_report(prefix: str, block_layers: list[dict], spec: PruneSpec,
             modules[f"{prefix}.{index}.{name}"] = zeros / weight.numel()
             zeros_block += zeros
             numel_block += weight.numel()
-            if spec.nm and not nm_satisfied(weight, *spec.nm):
+            if nm and not nm_satisfied(weight, *nm):
                 nm_valid = False
         block_sparsity.append(zeros_block / numel_block)
         zeros_total += zeros_block
         numel_total += numel_block
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "method": spec.method,
-        "spec": spec.to_dict(),
-        "target_sparsity": spec.sparsity,
-        "block_target_sparsity": targets,
-        "measured_sparsity": zeros_total / numel_total,
-        "modules": modules,
-        "blocks": block_sparsity,
-        "nm_valid": nm_valid,
-    }
+    return {"measured_sparsity": zeros_total / numel_total, "modules": modules,
+            "blocks": block_sparsity, "nm_valid": nm_valid}
 
 
 def reset_memory_peak(device: torch.device) -> None:
