@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from analysis import cost, human_eval
+from analysis import cost, human_eval, recovery
 from analysis import run_sections as rs
 from analysis.render import latex_table, to_html, to_markdown
 from analysis.risk import risk_table
@@ -19,7 +19,8 @@ from analysis.sections import ReportContext
 from harness import atomic
 
 SECTION_PROVIDERS = [
-    rs.missing_section, rs.risk_section, rs.quality_section, rs.overlap_section, rs.output_section,
+    rs.missing_section, rs.risk_section, recovery.recovery_section, rs.quality_section, rs.overlap_section,
+    rs.output_section,
     rs.sparsity_section, cost.report_section, human_eval.report_section, rs.summaries_section,
     rs.provenance_section,
 ]

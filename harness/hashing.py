@@ -16,7 +16,7 @@ from pydantic import BaseModel
 KEY_LENGTH = 16
 _CHUNK = 1 << 20
 # Files in a checkpoint directory that are reports about it, not part of the model.
-_NOT_MODEL_FILES = {"sparsity.json", "identity.json", "perplexity.json", "README.md"}
+_NOT_MODEL_FILES = {"sparsity.json", "identity.json", "perplexity.json", "recovery.json", "README.md"}
 
 
 def canonical_json(obj) -> str:
