@@ -19,8 +19,8 @@ from harness.records import CellInfo
 from harness.store import ArtifactError, RunStore
 
 # Columns that identify a cell in every table built from a run.
-CELL_COLUMNS = ["cell", "model", "method", "sparsity", "structure", "owl", "label", "system",
-                "task", "prompt"]
+CELL_COLUMNS = ["cell", "model", "method", "sparsity", "structure", "owl", "recovery", "label",
+                "system", "task", "prompt"]
 
 
 @dataclass
@@ -31,6 +31,9 @@ class RunData:
     paired: pd.DataFrame  # CELL_COLUMNS + baseline, doc_id, metric, pruned, dense
     unpaired: pd.DataFrame  # cell, baseline, missing_in ("dense" or "pruned"), doc_id
     missing: list[str] = field(default_factory=list)  # what the run lacks, in words
+    # Recovered cells paired with their pruned parent, in ``paired``'s shape ("dense" and
+    # "baseline" there are the parent's): the comparisons "recovered vs its pruned model".
+    recovered_paired: pd.DataFrame | None = None
 
     @property
     def root(self) -> Path:
@@ -44,7 +47,8 @@ class RunData:
 def cell_row(info: CellInfo) -> dict:
     p = info.prune
     return {"cell": info.key, "model": info.model, "method": p.method, "sparsity": p.sparsity,
-            "structure": p.structure, "owl": p.owl, "label": p.label, "system": info.system,
+            "structure": p.structure, "owl": p.owl, "recovery": info.recovery or "",
+            "label": info.label, "system": info.system,
             "task": info.task, "prompt": info.prompt}
 
 
@@ -88,30 +92,36 @@ def load_run(run_dir: str | Path | RunStore) -> RunData:
     columns = CELL_COLUMNS + ["doc_id", "metric", "value"]
     frames = [frame.assign(**cell_row(cells[key])) for key, frame in scores.items()]
     tidy = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-    paired, unpaired = _pair(store, cells, scores, missing)
-    return RunData(store, cells, tidy, paired, unpaired, missing)
+    paired, unpaired = _pair(store, cells, scores, missing, lambda info: info.baseline_key or _dense_of(cells, info))
+    recovered = {k: c for k, c in cells.items() if c.recovery}
+    parents, _ = _pair(store, recovered, scores, missing, lambda info: info.parent_key, partner="pruned parent")
+    return RunData(store, cells, tidy, paired, unpaired, missing, parents)
 
 
-def _pair(store: RunStore, cells: dict[str, CellInfo], scores: dict[str, pd.DataFrame], missing: list[str]):
+def _pair(store: RunStore, cells: dict[str, CellInfo], scores: dict[str, pd.DataFrame], missing: list[str],
+          baseline_of, partner: str = "dense"):
+    """Each non-dense cell's scores beside those of the cell ``baseline_of(info)`` names."""
     pairs, unpaired = [], []
     for key, info in cells.items():
         if info.prune.method == "dense" or key not in scores:
             continue
-        baseline = info.baseline_key or _dense_of(cells, info)
+        baseline = baseline_of(info)
         if baseline is None or baseline not in scores:
-            why = ("the study has no dense cell for it" if baseline is None
+            why = (f"the study has no {partner} cell for it" if baseline is None
                    else f"{store.relative(store.score_path(baseline))} is missing" if baseline in cells
                    else f"its baseline cell {baseline} has no {store.relative(store.cell_path(baseline))}")
-            missing.append(f"{_describe(info)}: no dense baseline scores for model {info.model!r}, "
-                           f"task {info.task!r}, prompt {info.prompt!r} ({why}); its risk ratios are left out")
+            missing.append(f"{_describe(info)}: no {partner} baseline scores for model {info.model!r}, "
+                           f"task {info.task!r}, prompt {info.prompt!r} ({why}); its risk ratios "
+                           "against it are left out")
             continue
         pruned, dense = scores[key], scores[baseline]
         docs_p, docs_d = set(pruned["doc_id"].tolist()), set(dense["doc_id"].tolist())
         for side, docs in (("dense", docs_p - docs_d), ("pruned", docs_d - docs_p)):
             unpaired += [{"cell": key, "baseline": baseline, "missing_in": side, "doc_id": d} for d in sorted(docs)]
         if docs_p ^ docs_d:
-            missing.append(f"{_describe(info)}: {len(docs_p - docs_d)} document(s) not in the dense "
-                           f"baseline, {len(docs_d - docs_p)} dense document(s) not in this cell; "
+            missing.append(f"{_describe(info)}: {len(docs_p - docs_d)} document(s) not in the {partner} "
+                           "baseline, "
+                           f"{len(docs_d - docs_p)} {partner} document(s) not in this cell; "
                            "they are left out of its comparisons")
         merged = pruned.merge(dense, on=["doc_id", "metric"], suffixes=("", "_dense"))
         merged = merged.rename(columns={"value": "pruned", "value_dense": "dense"})

@@ -189,14 +189,15 @@ def risk_pivot(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     # label; the cell key keeps their columns apart.
     clash = table.duplicated(rows + ["system"], keep=False)
     column = table["system"].where(~clash, table["system"] + " (" + table["cell"] + ")")
-    entries = table.assign(column=column, entry=table.apply(lambda r: _entry(r, alpha), axis=1))
+    entries = table.assign(column=column, entry=table.apply(lambda r: format_ratio(r, alpha), axis=1))
     wide = entries.pivot(index=rows, columns="column", values="entry")
     systems = list(dict.fromkeys(entries.sort_values(["model", "method", "sparsity", "structure", "owl"])["column"]))
     row_order = list(dict.fromkeys(map(tuple, table[rows].to_numpy())))  # risk_table's order
     return wide.reindex(index=row_order, columns=systems).fillna("").reset_index().rename_axis(columns=None)
 
 
-def _entry(row, alpha: float) -> str:
+def format_ratio(row, alpha: float) -> str:
+    """A comparison row as 'ratio [low, high]', starred where the Holm-adjusted p < ``alpha``."""
     if not np.isfinite(row["ratio"]):
         return "n/a"
     star = "*" if np.isfinite(row["p_holm"]) and row["p_holm"] < alpha else ""

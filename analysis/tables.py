@@ -12,7 +12,7 @@ from harness.scoring.registry import table_columns
 
 BASE_OUTPUT = {"summary_tokens": "length (tokens)", "empty": "empty share"}
 _SYSTEM = ["task", "prompt", "model", "label", "cell"]  # cell: scores/<cell>.parquet
-_ORDER = ["task", "prompt", "model", "method", "sparsity", "structure", "owl"]
+_ORDER = ["task", "prompt", "model", "method", "sparsity", "structure", "owl", "recovery"]
 
 
 def metric_means(run: RunData, metrics: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
@@ -35,10 +35,10 @@ def output_table(run: RunData) -> tuple[pd.DataFrame, list[str]]:
     perplexities = []
     for key in table["cell"]:
         info = run.cells[key]
-        report = run.store.read_checkpoint_report(info.model, info.prune.folder, "perplexity.json")
+        report = run.store.read_checkpoint_report(info.model, info.folder, "perplexity.json")
         perplexities.append(np.nan if report is None else report["perplexity"])
         if report is not None:
-            path = run.store.checkpoint_report_path(info.model, info.prune.folder, "perplexity.json")
+            path = run.store.checkpoint_report_path(info.model, info.folder, "perplexity.json")
             sources.append(run.store.relative(path))
     table["perplexity"] = perplexities
     return table, sorted(set(sources))
@@ -47,9 +47,9 @@ def output_table(run: RunData) -> tuple[pd.DataFrame, list[str]]:
 def sparsity_table(run: RunData) -> tuple[pd.DataFrame, list[str]]:
     """Target vs measured sparsity per pruned checkpoint, from its sparsity.json."""
     rows, sources = [], []
-    checkpoints = {(c.model, c.prune.folder): c.prune for c in run.cells.values()
-                   if c.prune.method != "dense"}
-    for (model, folder), prune in sorted(checkpoints.items()):
+    checkpoints = {(c.model, c.folder): c for c in run.cells.values() if c.prune.method != "dense"}
+    for (model, folder), cell in sorted(checkpoints.items()):
+        prune = cell.prune
         rel = run.store.relative(run.store.checkpoint_report_path(model, folder, "sparsity.json"))
         found = run.store.read_checkpoint_report(model, folder, "sparsity.json")
         report = found or {}
@@ -57,7 +57,7 @@ def sparsity_table(run: RunData) -> tuple[pd.DataFrame, list[str]]:
             sources.append(rel)
         measured = report.get("measured_sparsity", np.nan)
         target = report.get("target_sparsity", prune.sparsity)
-        rows.append({"model": model, "system": prune.label, "target": target, "measured": measured,
+        rows.append({"model": model, "system": cell.label, "target": target, "measured": measured,
                      "difference": measured - target, "N:M valid": report.get("nm_valid"),
                      "source": rel if found is not None else f"{rel} (missing)"})
     return pd.DataFrame(rows, columns=["model", "system", "target", "measured", "difference",

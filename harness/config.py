@@ -1,6 +1,6 @@
 """The study config: pydantic models loaded from YAML.
 
-The grid is models x (dense + prune specs) x tasks x prompts. Every error names the file and
+The grid is models x (dense + prune specs + recovered prune specs) x tasks x prompts. Every error names the file and
 the field, e.g. ``study.yaml: prune[0].sparsity: sparsity must be in [0, 1) (got 1.5)``.
 Relative paths are resolved against the YAML file's folder.
 """
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import PrunescopeError
 from harness.pruning.spec import CalibrationSpec, OWLSpec, PruneSpec
+from harness.recovery.spec import LoRASpec, RecoverySpec
 from harness.scoring import registry as metric_registry
 
 
@@ -192,6 +193,7 @@ class StudyConfig(Section):
     # (expand_sweeps); ``seeds`` here applies to every entry without its own.
     prune: list[PruneSpec] = Field(default_factory=list)
     seeds: list[int] | None = None
+    recover: list[RecoverySpec] = Field(default_factory=list)  # each on its apply_to prune specs
     tasks: list[TaskConfig] = Field(min_length=1)
     prompts: list[str] = ["A"]
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
@@ -225,6 +227,18 @@ class StudyConfig(Section):
                     f"prune[{folders.index(folder)}]; specs that differ only in calibration settings "
                     "other than the seed, or in solver settings, need separate studies (run "
                     "directories)")
+        recovered = [spec.key for spec in self.recover]
+        for i, spec in enumerate(self.recover):
+            if spec.key in recovered[:i]:
+                raise ValueError(f"recover[{i}] would share the folder suffix {spec.key!r} with "
+                                 f"recover[{recovered.index(spec.key)}]; recover specs need distinct "
+                                 "methods or LoRA ranks")
+            unknown = sorted(set(spec.apply_to) - set(folders))
+            if unknown:
+                raise ValueError(f"recover[{i}].apply_to names {unknown}, which are not prune specs "
+                                 f"of this study (choose from {folders})")
+            if not folders:
+                raise ValueError(f"recover[{i}]: a recover spec needs at least one prune spec to recover")
         for name in self.scoring.metrics:
             for setting in metric_registry.get(name).settings:
                 if getattr(self.scoring, setting) is None:
@@ -263,8 +277,10 @@ def _describe(exc: ValidationError, source) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         named = re.match(r"(\w+(?:\.\w+)?) (?:must|needs|cannot)", msg)
-        if named and not loc.endswith(named.group(1)):  # a dataclass check naming its field
-            loc = f"{loc}.{named.group(1)}".lstrip(".")
+        if named:  # a dataclass check naming its field ("rank", or "lora.rank" seen from above)
+            field = named.group(1).rpartition(".")[2] if loc else named.group(1)
+            if not loc.endswith(field):
+                loc = f"{loc}.{field}".lstrip(".")
         lines.append(f"{source}: {loc or '(top level)'}: {msg}")
     return "\n".join(lines)
 
@@ -287,6 +303,10 @@ def _resolve_paths(study: StudyConfig, base: Path, source) -> StudyConfig:
         if not spec.calibration.source.startswith("task:"):
             source = str(resolve(Path(spec.calibration.source)))
             study.prune[i] = replace(spec, calibration=replace(spec.calibration, source=source))
+    for i, spec in enumerate(study.recover):
+        if not spec.data.source.startswith("task:"):
+            source = str(resolve(Path(spec.data.source)))
+            study.recover[i] = replace(spec, data=replace(spec.data, source=source))
     for task in study.tasks:
         task.data = resolve(task.data)
     study.scoring.summac_conv_weights = resolve(study.scoring.summac_conv_weights)
@@ -304,7 +324,6 @@ def _resolve_paths(study: StudyConfig, base: Path, source) -> StudyConfig:
 
 __all__ = [
     "AnalysisConfig", "CalibrationSpec", "ConfigError", "CorpusConfig", "EngineOptions", "GenerationConfig",
-    "ModelConfig", "OWLSpec", "PerplexityConfig", "PruneSpec", "QualityConfig", "ScoringConfig", "StudyConfig",
-    "expand_sweeps",
-    "TaskConfig", "load_study", "parse_study",
+    "LoRASpec", "ModelConfig", "OWLSpec", "PerplexityConfig", "PruneSpec", "QualityConfig", "RecoverySpec",
+    "ScoringConfig", "StudyConfig", "TaskConfig", "expand_sweeps", "load_study", "parse_study",
 ]

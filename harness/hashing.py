@@ -17,7 +17,7 @@ KEY_LENGTH = 16
 _CHUNK = 1 << 20
 # Files in a checkpoint directory that are reports about it, not part of the model.
 _NOT_MODEL_FILES = {"sparsity.json", "identity.json", "perplexity.json", "quality.json",
-                    "quality-samples.jsonl", "README.md"}
+                    "quality-samples.jsonl", "recovery.json", "README.md"}
 
 
 def canonical_json(obj) -> str:

@@ -72,18 +72,31 @@ class PruneSpecInfo(Record):
 
 
 class CellInfo(Record):
-    """One cell of a study grid: a checkpoint (model x prune spec) on one task and prompt."""
+    """One cell of a study grid: a checkpoint (model x prune spec [x recovery]) on one task
+    and prompt."""
 
     key: str
     model: str
     prune: PruneSpecInfo = Field(default_factory=PruneSpecInfo)
+    recovery: str | None = None  # the recovery fine-tuning of the pruned checkpoint, e.g. "lora-r8"
     task: str
     prompt: str
     baseline_key: str | None = None  # the dense cell with the same model, task and prompt
+    parent_key: str | None = None  # recovered cells: the pruned cell they were recovered from
+
+    @property
+    def label(self) -> str:
+        """The system's short label, e.g. ``wanda-2:4`` or ``wanda-2:4+lora-r8``."""
+        return self.prune.label + (f"+{self.recovery}" if self.recovery else "")
+
+    @property
+    def folder(self) -> str:
+        """The checkpoint folder under ``checkpoints/<model>/``, e.g. ``wanda-2of4+full``."""
+        return self.prune.folder + (f"+{self.recovery}" if self.recovery else "")
 
     @property
     def system(self) -> str:
-        return f"{self.model}/{self.prune.label}"
+        return f"{self.model}/{self.label}"
 
 
 class GenerationRecord(Record):

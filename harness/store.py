@@ -169,6 +169,11 @@ class RunStore:
     def generation_path(self, cell_key: str) -> Path:
         return self.root / _GENERATIONS / f"{cell_key}.jsonl"
 
+    def generation_meta_path(self, cell_key: str) -> Path:
+        """The cell's generation meta file (backend, timing; for a LoRA system, which backend
+        served the adapter)."""
+        return self.root / _GENERATIONS / f"{cell_key}.meta.json"
+
     def read_generations(self, cell_key: str) -> list[GenerationRecord]:
         path = self.generation_path(cell_key)
         if not path.exists():

@@ -151,3 +151,42 @@ def test_bad_recovery_input_is_named(pruned, tmp_path, capsys):
                 "--out", str(tmp_path / "x"), "--no-progress"])
     assert code == 2
     assert "bad.jsonl: line 2: field 'text'" in capsys.readouterr().err
+
+
+def test_vllm_serves_the_adapter_unmerged_as_transformers_and_peft_do(pruned, tmp_path, vllm_engine, llama_path):
+    from harness.config import GenerationConfig
+    from harness.generation import generate_cell, meta_path
+    from harness.models import model_identity
+
+    base = pruned["2:4"]
+    adapter = tmp_path / "lora"
+    recover(base, RecoverySpec("lora", steps=4, lr=5e-3, batch_size=2, data=DATA,
+                               lora=LoRASpec(rank=4, alpha=8)), adapter, progress=False)
+    documents = [("d1", "The council approved a new budget for buses and schools on Tuesday."),
+                 ("d2", "Heavy rain flooded several streets and the fire service rescued a family.")]
+    identity = model_identity("tiny", base, "base")
+    engine = {"max_model_len": 512, "dtype": "float32", "enforce_eager": True}
+    ids = {}
+    for backend, with_adapter in (("vllm", True), ("hf", True), ("hf", False)):
+        config = GenerationConfig(backend=backend, max_new_tokens=12, engine=engine)
+        out = tmp_path / f"{backend}-{with_adapter}.jsonl"
+        records = generate_cell(base, documents, "A", config, identity, out,
+                                adapter=adapter if with_adapter else None)
+        ids[backend, with_adapter] = [r.output_token_ids for r in records]
+        meta = json.loads(meta_path(out).read_text())
+        if with_adapter:
+            assert meta["adapter"] == {"folder": "lora", "merged": False,
+                                       "served_by": "vllm-lora" if backend == "vllm" else "hf-peft"}
+    assert ids["vllm", True] == ids["hf", True]  # greedy fp32: the same tokens
+    assert ids["hf", True] != ids["hf", False]  # and the adapter is in them
+
+    # An engine without LoRA (the session's, of the same architecture) refuses the adapter:
+    # the cell falls back to peft on the pruned base, and says so.
+    config = GenerationConfig(backend="vllm", max_new_tokens=12, engine=engine)
+    out = tmp_path / "fallback.jsonl"
+    records = generate_cell(base, documents, "A", config, identity, out, adapter=adapter,
+                            llm=vllm_engine(llama_path))
+    meta = json.loads(meta_path(out).read_text())
+    assert meta["adapter"]["served_by"] == "hf-peft" and meta["adapter"]["fallback_reason"]
+    assert {r.backend for r in records} == {"hf"}
+    assert [r.output_token_ids for r in records] == ids["hf", True]

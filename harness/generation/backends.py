@@ -64,26 +64,48 @@ def model_context_length(model_dir: str | Path) -> int:
     raise PrunescopeError(f"{model_dir}: config.json states no context length; set engine.max_model_len")
 
 
-def start_vllm(model_dir: str | Path, engine: EngineOptions, seed: int = 0):
-    """A vLLM engine with the config's engine options (tensor parallelism for large models)."""
+# The LoRA ranks a vLLM engine accepts as ``max_lora_rank`` (vllm.config.lora.MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def start_vllm(model_dir: str | Path, engine: EngineOptions, seed: int = 0, lora_rank: int | None = None):
+    """A vLLM engine with the config's engine options (tensor parallelism for large models);
+    ``lora_rank``: serve LoRA adapters of up to that rank beside the unchanged base weights."""
     from vllm import LLM
 
+    lora = {}
+    if lora_rank is not None:
+        rank = next((r for r in VLLM_LORA_RANKS if r >= lora_rank), lora_rank)
+        lora = {"enable_lora": True, "max_lora_rank": rank, "max_loras": 1}
     return LLM(model=str(model_dir), tensor_parallel_size=engine.tensor_parallel_size,
                gpu_memory_utilization=engine.gpu_memory_utilization,
                max_model_len=engine.max_model_len, dtype=resolve_dtype(engine.dtype, model_dir),
-               enforce_eager=engine.enforce_eager, seed=seed)
+               enforce_eager=engine.enforce_eager, seed=seed, **lora)
+
+
+def adapter_rank(adapter_dir: str | Path) -> int:
+    """The rank ``r`` of a peft LoRA adapter folder."""
+    import json
+
+    return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
 
 
 class VLLMBackend:
-    """Offline vLLM: all prompts of a cell in one ``LLM.generate`` call."""
+    """Offline vLLM: all prompts of a cell in one ``LLM.generate`` call; with ``adapter``, a
+    LoRA adapter folder applied by vLLM's LoRA layers (never merged into the base)."""
 
     name = "vllm"
 
-    def __init__(self, llm, config: GenerationConfig, stop_ids: set[int]):
+    def __init__(self, llm, config: GenerationConfig, stop_ids: set[int], adapter: str | Path | None = None):
         self.llm = llm
         self.config = config
         self.stop_ids = stop_ids
         self.context_length = int(llm.llm_engine.model_config.max_model_len)
+        self.lora_request = None
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            self.lora_request = LoRARequest(Path(adapter).name, 1, str(adapter))
 
     def generate(self, prompts: list[list[int]]) -> list[Output]:
         from vllm import SamplingParams
@@ -92,7 +114,7 @@ class VLLMBackend:
         params = SamplingParams(max_tokens=self.config.max_new_tokens, temperature=self.config.temperature,
                                 top_p=self.config.top_p, seed=self.config.seed)
         results = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompts], params,
-                                    use_tqdm=False)
+                                    use_tqdm=False, lora_request=self.lora_request)
         outputs = []
         for result in results:
             completion = result.outputs[0]
@@ -104,11 +126,13 @@ class VLLMBackend:
 
 
 class HFBackend:
-    """transformers ``generate`` in batches with left padding (prompts end where output starts)."""
+    """transformers ``generate`` in batches with left padding (prompts end where output starts);
+    with ``adapter``, a peft LoRA adapter kept unmerged on top of the base weights."""
 
     name = "hf"
 
-    def __init__(self, model_dir: str | Path, tokenizer, config: GenerationConfig, stop_ids: set[int]):
+    def __init__(self, model_dir: str | Path, tokenizer, config: GenerationConfig, stop_ids: set[int],
+                 adapter: str | Path | None = None):
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -118,6 +142,10 @@ class HFBackend:
         placement = _placement(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=getattr(torch, resolve_dtype(config.engine.dtype, model_dir)), **placement).eval()
+        if adapter is not None:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, adapter).eval()  # unmerged
         if not placement and torch.cuda.is_available():
             self.model.to("cuda")
         self.device = next(self.model.parameters()).device

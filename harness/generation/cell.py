@@ -7,6 +7,7 @@ Identical documents are generated once; each id still gets its record.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,12 +15,14 @@ from pathlib import Path
 from harness import atomic
 from harness.config import GenerationConfig
 from harness.errors import PrunescopeError
-from harness.generation.backends import (Backend, HFBackend, VLLMBackend, resolve_dtype, sampling_settings,
-                                         start_vllm, stop_token_ids)
+from harness.generation.backends import (Backend, HFBackend, VLLMBackend, adapter_rank, padding_token_id,
+                                         resolve_dtype, sampling_settings, start_vllm, stop_token_ids)
 from harness.generation.prompts import prompt_template, resolve_layout
 from harness.generation.truncation import fit_prompt
 from harness.hashing import content_key
 from harness.records import GenerationRecord, ModelIdentity
+
+log = logging.getLogger("prunescope")
 
 
 class GenerationError(PrunescopeError):
@@ -28,11 +31,14 @@ class GenerationError(PrunescopeError):
 
 def generate_cell(model_dir: str | Path, documents: Sequence[tuple[str, str]], prompt_id: str,
                   config: GenerationConfig, identity: ModelIdentity, out: str | Path, *,
-                  chat_family: str = "auto", llm=None) -> list[GenerationRecord]:
+                  chat_family: str = "auto", llm=None, adapter: str | Path | None = None) -> list[GenerationRecord]:
     """Generate summaries of ``documents`` (``(doc_id, text)`` pairs) and write ``out``.
 
     ``llm`` is an already started vLLM engine to reuse (the vLLM backend starts one from
-    ``config.engine`` otherwise)."""
+    ``config.engine`` otherwise; with ``adapter`` it must have LoRA enabled). ``adapter`` is a
+    LoRA adapter folder served on top of ``model_dir``, unmerged: by vLLM's LoRA support, or,
+    where the vLLM engine refuses it, by transformers + peft (a warning; the meta file records
+    which served it and why)."""
     started = time.perf_counter()
     if not (Path(model_dir) / "config.json").is_file():
         raise GenerationError(f"{model_dir}: not a checkpoint directory (no config.json)")
@@ -42,7 +48,7 @@ def generate_cell(model_dir: str | Path, documents: Sequence[tuple[str, str]], p
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     layout = resolve_layout(tokenizer, AutoConfig.from_pretrained(model_dir).model_type, chat_family)
-    backend = _backend(model_dir, tokenizer, config, llm)
+    backend, served_by = _backend(model_dir, tokenizer, config, llm, adapter)
     loaded = time.perf_counter()
 
     texts = dict(documents)
@@ -66,9 +72,11 @@ def generate_cell(model_dir: str | Path, documents: Sequence[tuple[str, str]], p
             duplicate_of=None if source == doc_id else source))
     out = Path(out)
     atomic.write_jsonl(out, records)
-    atomic.write_json(meta_path(out), _meta(config, backend, layout, records, len(unique),
-                                            load_s=loaded - started, generate_s=generated - loaded,
-                                            dtype=resolve_dtype(config.engine.dtype, model_dir)))
+    meta = _meta(config, backend, layout, records, len(unique), load_s=loaded - started,
+                 generate_s=generated - loaded, dtype=resolve_dtype(config.engine.dtype, model_dir))
+    if adapter is not None:
+        meta["adapter"] = {"folder": Path(adapter).name, "merged": False, **served_by}
+    atomic.write_json(meta_path(out), meta)
     return records
 
 
@@ -93,12 +101,25 @@ def _first_ids(documents) -> dict[str, str]:
     return first_of
 
 
-def _backend(model_dir, tokenizer, config: GenerationConfig, llm) -> Backend:
+def _backend(model_dir, tokenizer, config: GenerationConfig, llm, adapter) -> tuple[Backend, dict]:
+    """The backend, and for an adapter which backend serves it (and why, after a fallback)."""
     stop_ids = stop_token_ids(model_dir, tokenizer)
     if config.backend == "hf":
-        return HFBackend(model_dir, tokenizer, config, stop_ids)
-    llm = llm if llm is not None else start_vllm(model_dir, config.engine, config.seed)
-    return VLLMBackend(llm, config, stop_ids)
+        return HFBackend(model_dir, tokenizer, config, stop_ids, adapter), {"served_by": "hf-peft"}
+    if adapter is None:
+        llm = llm if llm is not None else start_vllm(model_dir, config.engine, config.seed)
+        return VLLMBackend(llm, config, stop_ids), {}
+    try:
+        llm = llm if llm is not None else start_vllm(model_dir, config.engine, config.seed, adapter_rank(adapter))
+        backend = VLLMBackend(llm, config, stop_ids, adapter)
+        backend.generate([[padding_token_id(tokenizer)]])  # vLLM loads an adapter on first use
+        return backend, {"served_by": "vllm-lora"}
+    except Exception as exc:  # noqa: BLE001 - any refusal of vLLM's LoRA path: fall back, recorded
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        log.warning("vLLM could not serve the adapter %s (%s); using transformers + peft, unmerged",
+                    adapter, reason)
+        return HFBackend(model_dir, tokenizer, config, stop_ids, adapter), {"served_by": "hf-peft",
+                                                                            "fallback_reason": reason}
 
 
 def _meta(config: GenerationConfig, backend: Backend, layout: str, records, unique: int,

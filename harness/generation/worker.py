@@ -30,7 +30,8 @@ class GenerationWorkerError(RuntimeError):
 
 def generate_cell_in_subprocess(model_dir: str | Path, documents: Sequence[tuple[str, str]],
                                 prompt_id: str, config: GenerationConfig, identity: ModelIdentity,
-                                out: str | Path, *, chat_family: str = "auto") -> list[GenerationRecord]:
+                                out: str | Path, *, chat_family: str = "auto",
+                                adapter: str | Path | None = None) -> list[GenerationRecord]:
     """``generate_cell`` in its own process; the child's bad-input errors are raised here as a
     ``PrunescopeError`` with its message, anything else as ``GenerationWorkerError``."""
     from harness.records import read_generations
@@ -39,7 +40,8 @@ def generate_cell_in_subprocess(model_dir: str | Path, documents: Sequence[tuple
     out.parent.mkdir(parents=True, exist_ok=True)
     request = {"model_dir": str(model_dir), "documents": [list(d) for d in documents],
                "prompt_id": prompt_id, "config": config.model_dump(mode="json"),
-               "identity": identity.model_dump(mode="json"), "out": str(out), "chat_family": chat_family}
+               "identity": identity.model_dump(mode="json"), "out": str(out), "chat_family": chat_family,
+               "adapter": None if adapter is None else str(adapter)}
     with tempfile.TemporaryDirectory(prefix=".generate-", dir=out.parent) as folder:
         request_path = Path(folder) / "request.json"
         atomic.write_json(request_path, request)
@@ -77,7 +79,7 @@ def main(request_path: str) -> int:
         generate_cell(request["model_dir"], [tuple(d) for d in request["documents"]], request["prompt_id"],
                       GenerationConfig.model_validate(request["config"]),
                       ModelIdentity.model_validate(request["identity"]), request["out"],
-                      chat_family=request["chat_family"])
+                      chat_family=request["chat_family"], adapter=request["adapter"])
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
         kind = "input" if isinstance(exc, PrunescopeError) else "bug"
         atomic.write_json(_error_path(path), {"kind": kind, "message": str(exc),

@@ -74,7 +74,7 @@ def recover(model_dir, spec: RecoverySpec, out_dir, *, device="auto", progress: 
     model = _prepare(model, spec, weights).to(device)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=spec.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
     dtype = _autocast_dtype(spec.precision, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     state = TrainState(out_dir.with_name(f".{out_dir.name}.train"),
@@ -110,7 +110,7 @@ def recover(model_dir, spec: RecoverySpec, out_dir, *, device="auto", progress: 
         "method": spec.method,
         "key": spec.key,
         "spec": spec.to_dict(),
-        "base": {"source": str(model_dir), "checkpoint_hash": base_hash},
+        "base": {"folder": model_dir.name, "checkpoint_hash": base_hash},
         "data": data,
         "tokens_trained": spec.steps * _tokens_per_step(spec),
         "trainable_parameters": sum(p.numel() for p in trainable),
@@ -120,13 +120,17 @@ def recover(model_dir, spec: RecoverySpec, out_dir, *, device="auto", progress: 
         "pruned_zeros": counts,
         "merged": False,
     }
-    if spec.method == "lora":  # the served base is the untouched pruned one
-        report["measured_sparsity"] = sparsity["measured_sparsity"]
-        _write_adapter(model, out_dir, report)
-    else:
+    if spec.method == "full":
         sparsity = sparse.block_sparsity(model, nm)
-        report["measured_sparsity"] = sparsity["measured_sparsity"]
-        _write_full(model.to("cpu", save_dtype), tokenizer, out_dir, report, {**(parent or {}), **sparsity})
+    # LoRA: the sparsity of the served base, the untouched pruned one (the adapter is unmerged)
+    report["measured_sparsity"] = sparsity["measured_sparsity"]
+    reports = {"sparsity.json": {**(parent or {}), **sparsity, "recovery": spec.key}, "recovery.json": report}
+    if spec.method == "lora":
+        _write_adapter(model, model_dir.name, out_dir, reports)
+    else:
+        from harness.pruning.checkpoint import save_checkpoint
+
+        save_checkpoint(model.to("cpu", save_dtype), tokenizer, out_dir, reports)
     state.clear()
     tokens = (spec.steps - start) * _tokens_per_step(spec)
     return {**report, "timing": {"seconds": time.perf_counter() - started,
@@ -203,23 +207,26 @@ def _autocast(device: torch.device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def _write_adapter(model, out_dir: Path, report: dict) -> None:
+def _write_adapter(model, base_name: str, out_dir: Path, reports: dict[str, dict]) -> None:
+    """The adapter alone; its config names the base by folder name (no absolute path)."""
+    model.peft_config["default"].base_model_name_or_path = base_name
+
     def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
         (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card template
-        _dump(tmp / "recovery.json", report)
+        for name, report in reports.items():
+            (tmp / name).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
     atomic.write_dir(out_dir, fill)
 
 
-def _write_full(model, tokenizer, out_dir: Path, report: dict, sparsity: dict) -> None:
-    from harness.pruning.checkpoint import save_checkpoint
+def load_with_adapter(base_dir, adapter_dir, *, device=None):
+    """The pruned base with a LoRA adapter on top, unmerged (eval mode), and its tokenizer."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    save_checkpoint(model, tokenizer, out_dir, {"sparsity.json": sparsity, "recovery.json": report})
-
-
-def _dump(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto").to(resolve_device(device))
+    return PeftModel.from_pretrained(model, adapter_dir).eval(), AutoTokenizer.from_pretrained(base_dir)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -46,8 +46,10 @@ def _attempt(key: str, stage: str, fn) -> tuple[Outcome, object]:
     return Outcome(key, stage, status, round(time.perf_counter() - start, 3)), value
 
 
-def checkpoint_stage(ctx: RunContext, job: CheckpointJob,
-                     need_weights: bool) -> tuple[Outcome, stages.ReadyCheckpoint | None]:
+def checkpoint_stage(ctx: RunContext, job: CheckpointJob, need_weights: bool,
+                     after=None) -> tuple[Outcome, stages.ReadyCheckpoint | None]:
+    """Prune (or recover) one checkpoint. ``after``: unused; under Ray the parent checkpoint's
+    result, passed so that Ray runs a recovery only once its pruned parent exists."""
     return _attempt(job.key, "prune", lambda: stages.ensure_checkpoint(ctx, job, need_weights))
 
 
@@ -97,7 +99,8 @@ def run_local(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
             for outcome in cell_stages(ctx, cell, ready, scorers):
                 record(outcome)
             progress(1)
-        _maybe_drop_weights(ctx, job, cells)
+        for done in filter(None, (job, job.parent)):  # a parent waits for its recovered systems
+            _maybe_drop_weights(ctx, done, plan.cells_needing(done))
 
 
 def run_ray(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
@@ -120,7 +123,8 @@ def run_ray(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
         if ctx.only == "score":  # scoring alone never prunes
             ckpt_refs[job.key] = ray.put((None, None))
             continue
-        ckpt_refs[job.key] = prune_task.remote(ctx, job, _needs_weights(ctx, job, plan.cells_of(job)))
+        ckpt_refs[job.key] = prune_task.remote(ctx, job, _needs_weights(ctx, job, plan.cells_of(job)),
+                                               ckpt_refs[job.parent.key] if job.parent else None)
     quality_refs = {job.key: quality_task.remote(ctx, job, ckpt_refs[job.key])
                     for job in plan.checkpoints if _runs_quality(ctx)}
     cell_refs = {}
@@ -139,7 +143,7 @@ def run_ray(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
                 record(outcome)
         progress(1)
     for job in plan.checkpoints:
-        _maybe_drop_weights(ctx, job, plan.cells_of(job))
+        _maybe_drop_weights(ctx, job, plan.cells_needing(job))
 
 
 def _ray_quality(ctx: RunContext, job: CheckpointJob, checkpoint_result):

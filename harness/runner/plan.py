@@ -1,9 +1,11 @@
-"""Expand a study into its grid: checkpoints (model x dense-or-prune-spec) and cells
-(checkpoint x task x prompt), each with a content key.
+"""Expand a study into its grid: checkpoints (model x dense-or-prune-spec, plus each prune
+spec x the recover specs that apply to it) and cells (checkpoint x task x prompt), each with a
+content key.
 
 A checkpoint's key hashes the dense model's identity and the full prune spec (calibration
-included); a cell's key hashes its checkpoint key, the task's selected data, the prompt and
-the generation settings. Scores are cached per cell under a separate scorer key, so a changed
+included); a recovered checkpoint's key hashes its pruned parent's key and the recover spec; a
+cell's key hashes its checkpoint key, the task's selected data, the prompt and the generation
+settings. Scores are cached per cell under a separate scorer key, so a changed
 scorer setting rescores without regenerating.
 
 The jobs are small explicit context objects: a ``CheckpointJob`` carries everything pruning
@@ -24,6 +26,7 @@ from harness.hashing import content_key
 from harness.models import model_identity, resolve_model_dir
 from harness.pruning.spec import PruneSpec
 from harness.records import CellInfo, ModelIdentity, PruneSpecInfo
+from harness.recovery.spec import RecoverySpec
 
 DENSE = "dense"
 # Engine settings that change memory use or speed but not the generated tokens.
@@ -47,7 +50,8 @@ class CalibrationTask:
 
 @dataclass(frozen=True)
 class CheckpointJob:
-    """One checkpoint of the grid: the dense model or one pruning of it."""
+    """One checkpoint of the grid: the dense model, one pruning of it, or one recovery
+    fine-tuning of a pruning (then ``parent`` is the pruned checkpoint's job)."""
 
     model: str
     spec: PruneSpec | None  # None: the dense baseline
@@ -56,10 +60,14 @@ class CheckpointJob:
     dense_identity: ModelIdentity
     dtype: str = "auto"  # the model's dtype: pruning loads (and perplexity measures) in it
     calibration_task: CalibrationTask | None = None
+    recovery: RecoverySpec | None = None
+    parent: CheckpointJob | None = None
 
     @property
     def folder(self) -> str:
-        return DENSE if self.spec is None else self.spec.key
+        if self.spec is None:
+            return DENSE
+        return self.spec.key + (f"+{self.recovery.key}" if self.recovery else "")
 
     @property
     def prune_info(self) -> PruneSpecInfo:
@@ -91,6 +99,11 @@ class StudyPlan:
     def cells_of(self, checkpoint: CheckpointJob) -> list[CellJob]:
         return [c for c in self.cells if c.checkpoint.key == checkpoint.key]
 
+    def cells_needing(self, checkpoint: CheckpointJob) -> list[CellJob]:
+        """The cells generated from this checkpoint's weights: its own and those of the
+        systems recovered from it (a LoRA system is served on its parent's weights)."""
+        return [c for c in self.cells if checkpoint.key in (c.checkpoint.key, getattr(c.checkpoint.parent, "key", None))]
+
 
 def plan_study(study: StudyConfig, limit: int | None = None, hash_cache: dict | None = None) -> StudyPlan:
     """The study's grid. ``limit`` caps documents per task (smoke runs); ``hash_cache`` spares
@@ -111,27 +124,34 @@ def plan_study(study: StudyConfig, limit: int | None = None, hash_cache: dict | 
         source = model.hub_id or str(model.path)
         identity = model_identity(model.name, directory, source, revision, hash_cache)
         generation = model_generation(study.generation, model.dtype)
-        dense_cells = {}
+        pruned = []
         for spec, calib in [(None, None), *zip(study.prune, calibration)]:
             inputs = {"model": identity.checkpoint_hash, "dtype": model.dtype,
                       "prune": spec.to_dict() if spec else DENSE}
             if calib is not None and calib.data is not None:  # the study's own data for it
                 inputs["calibration_data"] = _calibration_key(calib)
             key = content_key(inputs)
-            ckpt = CheckpointJob(model.name, spec, key, directory, identity, model.dtype, calib)
+            pruned.append(CheckpointJob(model.name, spec, key, directory, identity, model.dtype, calib))
+        recovered = [CheckpointJob(model.name, parent.spec, content_key({"parent": parent.key, "recover": rec.to_dict()}),
+                                   directory, identity, model.dtype, None, rec, parent)
+                     for parent in pruned[1:] for rec in study.recover
+                     if not rec.apply_to or parent.spec.key in rec.apply_to]
+        cell_keys = {}  # (checkpoint key, task, prompt) -> cell key
+        for ckpt in pruned + recovered:  # parents before the checkpoints recovered from them
             checkpoints.append(ckpt)
             for task in study.tasks:
                 for prompt in study.prompts:
                     cell_key = content_key({
-                        "checkpoint": key, "task": _task_key(task, tasks[task.name]),
+                        "checkpoint": ckpt.key, "task": _task_key(task, tasks[task.name]),
                         "prompt": [prompt, study.generation.templates.get(prompt)],
                         "generation": _generation_key(study), "chat_family": model.chat_family,
                     })
-                    baseline = dense_cells.get((task.name, prompt))
+                    cell_keys[ckpt.key, task.name, prompt] = cell_key
+                    parent = cell_keys.get((ckpt.parent.key, task.name, prompt)) if ckpt.parent else None
+                    dense = cell_keys[pruned[0].key, task.name, prompt] if ckpt.spec else None
                     info = CellInfo(key=cell_key, model=model.name, prune=ckpt.prune_info,
-                                    task=task.name, prompt=prompt, baseline_key=baseline)
-                    if spec is None:
-                        dense_cells[(task.name, prompt)] = cell_key
+                                    recovery=ckpt.recovery.key if ckpt.recovery else None,
+                                    task=task.name, prompt=prompt, baseline_key=dense, parent_key=parent)
                     cells.append(CellJob(info, ckpt, task, model.chat_family, generation))
     return StudyPlan(checkpoints, cells, tasks)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import StudyConfig
+from harness.hashing import content_key
 from harness.models import model_identity
 from harness.records import ModelIdentity
 from harness.runner import freshness
@@ -39,10 +40,12 @@ class RunContext:
 @dataclass(frozen=True)
 class ReadyCheckpoint:
     """A checkpoint ready to generate from (``directory`` is None once its weights were
-    deleted under ``keep_checkpoints: false``)."""
+    deleted under ``keep_checkpoints: false``); a LoRA-recovered system is its pruned base
+    ``directory`` plus the ``adapter`` folder, served unmerged."""
 
     directory: Path | None
     identity: ModelIdentity
+    adapter: Path | None = None
 
 
 def ensure_checkpoint(ctx: RunContext, job: CheckpointJob, need_weights: bool = True) -> tuple[bool, ReadyCheckpoint]:
@@ -54,11 +57,13 @@ def ensure_checkpoint(ctx: RunContext, job: CheckpointJob, need_weights: bool = 
         identity = ready.identity.model_dump(mode="json")
         if store.read_checkpoint_report(job.model, job.folder, "identity.json") != identity:
             store.write_checkpoint_report(job.model, job.folder, "identity.json", identity)
+    elif job.recovery is not None:
+        pruned, ready = _recovered_checkpoint(store, job, need_weights)
     else:
         pruned, ready = _pruned_checkpoint(store, job, need_weights)
     measured = False
     if ctx.perplexity_text and ready.directory is not None:
-        measured = _ensure_perplexity(ctx, job, ready.directory)
+        measured = _ensure_perplexity(ctx, job, ready)
     return pruned or measured, ready
 
 
@@ -82,6 +87,30 @@ def _pruned_checkpoint(store: RunStore, job: CheckpointJob, need_weights: bool) 
     return True, ReadyCheckpoint(folder, identity)
 
 
+def _recovered_checkpoint(store: RunStore, job: CheckpointJob, need_weights: bool) -> tuple[bool, ReadyCheckpoint]:
+    """Recovery fine-tuning of the parent's pruned checkpoint (pruned again first if its
+    weights were dropped); a LoRA system is served as the parent's folder plus the adapter."""
+    folder = store.checkpoint_dir(job.model, job.folder)
+    lora = job.recovery.method == "lora"
+    cached = is_pruned(store, job)
+    if cached and not need_weights:
+        return False, ReadyCheckpoint(None, store.read_identity(job.model, job.folder))
+    _, parent = _pruned_checkpoint(store, job.parent, True)
+    if cached and _has_weights(folder):
+        return False, ReadyCheckpoint(parent.directory if lora else folder, store.read_identity(job.model, job.folder),
+                                      folder if lora else None)
+    from harness.recovery import recover
+
+    recover(parent.directory, job.recovery, folder)
+    identity = model_identity(job.model, folder, store.relative(folder), job.dense_identity.revision)
+    if lora:  # the system is the base and the adapter: both hashes make its identity
+        identity = identity.model_copy(update={"checkpoint_hash": content_key(
+            [parent.identity.checkpoint_hash, identity.checkpoint_hash])})
+    store.write_checkpoint_report(job.model, job.folder, "identity.json", identity)
+    store.write_job_key(job.model, job.folder, job.key)
+    return True, ReadyCheckpoint(parent.directory if lora else folder, identity, folder if lora else None)
+
+
 def perplexity_key(ctx: RunContext, job: CheckpointJob) -> str:
     from harness.pruning.perplexity import text_hash
 
@@ -90,15 +119,20 @@ def perplexity_key(ctx: RunContext, job: CheckpointJob) -> str:
                                    "seqlen": settings.seqlen, "max_windows": settings.max_windows})
 
 
-def _ensure_perplexity(ctx: RunContext, job: CheckpointJob, model_dir: Path) -> bool:
+def _ensure_perplexity(ctx: RunContext, job: CheckpointJob, ready: ReadyCheckpoint) -> bool:
     from harness.pruning.perplexity import perplexity
 
     key = perplexity_key(ctx, job)
     if freshness.report_current(ctx.store, job.model, job.folder, "perplexity.json", key):
         return False
     settings = ctx.study.perplexity
-    result = perplexity(model_dir, ctx.perplexity_text, seqlen=settings.seqlen,
-                        max_windows=settings.max_windows, dtype=job.dtype)
+    model, tokenizer = ready.directory, None
+    if ready.adapter is not None:
+        from harness.recovery import load_with_adapter
+
+        model, tokenizer = load_with_adapter(ready.directory, ready.adapter)
+    result = perplexity(model, ctx.perplexity_text, seqlen=settings.seqlen,
+                        max_windows=settings.max_windows, dtype=job.dtype, tokenizer=tokenizer)
     ctx.store.write_checkpoint_report(job.model, job.folder, "perplexity.json",
                                       {**result, "max_windows": settings.max_windows, "key": key})
     return True
@@ -154,7 +188,7 @@ def ensure_generation(ctx: RunContext, cell: CellJob, ready: ReadyCheckpoint) ->
     documents = [(r.id, r.document) for r in ctx.tasks[cell.info.task].records]
     run = generate_cell_in_subprocess if cell.generation.backend == "vllm" else generate_cell
     run(ready.directory, documents, cell.info.prompt, cell.generation, ready.identity,
-        ctx.store.generation_path(cell.info.key), chat_family=cell.chat_family)
+        ctx.store.generation_path(cell.info.key), chat_family=cell.chat_family, adapter=ready.adapter)
     return True
 
 
