@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import BaseModel
 
 
 @contextmanager
@@ -48,10 +47,11 @@ def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
-def write_jsonl(path: str | Path, records: Iterable[BaseModel | dict]) -> None:
+def write_jsonl(path: str | Path, records: Iterable) -> None:
+    """Pydantic models or dicts, one JSON object a line."""
     lines = []
     for rec in records:
-        obj = rec.model_dump(mode="json") if isinstance(rec, BaseModel) else rec
+        obj = _jsonable(rec) if hasattr(rec, "model_dump") else rec
         lines.append(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=_jsonable))
     write_text(path, "".join(line + "\n" for line in lines))
 
@@ -83,7 +83,9 @@ def write_dir(path: str | Path, writer: Callable[[Path], None]) -> None:
 
 
 def _jsonable(obj):
-    if isinstance(obj, BaseModel):
+    # pydantic models, duck-typed so that this module imports without pydantic (harness.pruning
+    # must import with torch and transformers alone)
+    if hasattr(obj, "model_dump"):
         return obj.model_dump(mode="json")
     if isinstance(obj, Path):
         return str(obj)
