@@ -206,7 +206,7 @@ def _train(model, loss_at, steps: int, lr: float, weight_decay: float = 0.01) ->
         optimizer.step()
         schedule.step()
     model.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 # -- BART (HaRiM+) ------------------------------------------------------------------------
