@@ -80,6 +80,9 @@ class GenerationConfig(Section):
     seed: int = 0
     batch_size: int = Field(default=8, ge=1)  # transformers backend only
     engine: EngineOptions = Field(default_factory=EngineOptions)
+    # model: one engine per model (and tensor shapes), checkpoints swapped in; checkpoint or
+    # cell: a fresh engine for each (slower; for comparisons). Never changes a result.
+    engines: Literal["model", "checkpoint", "cell"] = "model"
     templates: dict[str, str] = Field(default_factory=dict)  # custom prompt id -> instruction
 
 
@@ -202,7 +205,9 @@ class StudyConfig(Section):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     executor: Literal["local", "ray"] = "local"
-    num_gpus_per_cell: float = Field(default=0, ge=0)
+    # GPUs each Ray task (a model's engine, pruning, scoring) asks for; None: 1 when the
+    # cluster has GPUs, else 0
+    num_gpus_per_cell: float | None = Field(default=None, ge=0)
     keep_checkpoints: bool = True
     allow_downloads: bool = False  # hub downloads happen only when true and HF_HUB_OFFLINE unset
 
