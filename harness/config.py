@@ -295,13 +295,32 @@ def is_task_file(task: str) -> bool:
     return task.endswith((".yaml", ".yml"))
 
 
+BUILTIN = "builtin:tiny-"  # a model path naming a built-in tiny model (examples/demo-small.yaml)
+
+
+def builtin_model(value: str, where: str) -> str:
+    """``builtin:tiny-NAME`` -> the folder of the tiny model NAME (``harness.tiny_models``,
+    built on first use); any other value unchanged. ``where`` names the field in errors."""
+    if not str(value).startswith(BUILTIN):
+        return value
+    from harness.tiny_models import NAMES, tiny_model
+
+    name = str(value)[len(BUILTIN):]
+    if name not in NAMES:
+        raise ConfigError(f"{where}: {value!r}: no built-in tiny model {name!r}; choose from "
+                          f"{', '.join(BUILTIN + n for n in NAMES)}")
+    return str(tiny_model(name))
+
+
 def _resolve_paths(study: StudyConfig, base: Path, source) -> StudyConfig:
     def resolve(p: Path | None) -> Path | None:
         return None if p is None else (p if p.is_absolute() else (base / p).resolve())
 
+    study.scoring.harim_model = builtin_model(study.scoring.harim_model, f"{source}: scoring.harim_model")
+    study.scoring.nli_model = builtin_model(study.scoring.nli_model, f"{source}: scoring.nli_model")
     for i, model in enumerate(study.models):
         if model.path is not None:
-            model.path = resolve(model.path)
+            model.path = resolve(Path(builtin_model(str(model.path), f"{source}: models[{i}].path")))
             if not model.path.exists():
                 raise ConfigError(f"{source}: models[{i}].path: no such directory: {model.path}")
     for i, spec in enumerate(study.prune):

@@ -188,3 +188,26 @@ def test_ray_asks_one_gpu_per_engine_when_the_cluster_has_gpus(tiny, tmp_path):
     assert ray_gpus(study, {"CPU": 16.0, "GPU": 4.0}) == 1
     assert ray_gpus(study, {"CPU": 16.0}) == 0
     assert ray_gpus(study.model_copy(update={"num_gpus_per_cell": 0.5}), {"GPU": 4.0}) == 0.5
+
+
+def test_an_engine_worker_matches_in_process_and_reports_errors(llama_path, tmp_path):
+    """In a worker process: a cell with a bad prompt id fails alone with its message, the
+    other cell of its checkpoint equals in-process generation; a checkpoint whose engine
+    cannot start fails its cells with the worker's traceback."""
+    config = GenerationConfig(backend="hf", max_new_tokens=4, engine=ENGINE)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    identity = model_identity("tiny", llama_path, "dense")
+    requests = [CheckpointRequest("good", llama_path, identity,
+                                  (CellRequest("a", DOCUMENTS[:2], "A", tmp_path / "a.jsonl"),
+                                   CellRequest("q", DOCUMENTS[:2], "Q", tmp_path / "q.jsonl"))),
+                CheckpointRequest("broken", broken, identity, (CellRequest("b", DOCUMENTS[:2], "A", tmp_path / "b.jsonl"),))]
+    events = []
+    generate_checkpoints("tiny", requests, config, events.append, isolate=True)
+    cells = {e["key"]: e for e in events if e["type"] == "cell"}
+    assert cells["a"]["status"] == "done"
+    assert cells["q"]["status"] == "failed" and "unknown prompt id" in cells["q"]["details"]["error"]
+    assert cells["b"]["status"] == "failed" and "Traceback" in cells["b"]["details"]["traceback"]
+    here = generate_cell(llama_path, DOCUMENTS[:2], "A", config, identity, tmp_path / "here.jsonl")
+    assert token_ids(tmp_path / "a.jsonl") == [r.output_token_ids for r in here]

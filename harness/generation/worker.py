@@ -46,6 +46,7 @@ def serve_in_subprocess(group: str, requests: list[CheckpointRequest], config: G
         events_path = _events_path(request_path)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")])))
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine core in this worker: one process
         with open(Path(tmp) / "output.log", "w+") as output:
             child = subprocess.Popen([sys.executable, "-m", "harness.generation.worker", str(request_path)],
                                      env=env, stdout=output, stderr=subprocess.STDOUT)
