@@ -13,7 +13,6 @@ produced the same token ids.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -28,8 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def token_ids(run_dir: Path) -> dict:
-    return {(p.stem, json.loads(line)["doc_id"]): json.loads(line)["output_token_ids"]
-            for p in sorted((run_dir / "generations").glob("*.jsonl")) for line in p.read_text().splitlines()}
+    from harness.store import RunStore
+
+    store = RunStore(run_dir)
+    return {key: [r.output_token_ids for r in store.read_generations(key)] for key in store.read_cells()}
 
 
 def main() -> None:

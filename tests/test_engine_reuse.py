@@ -191,20 +191,21 @@ def test_ray_asks_one_gpu_per_engine_when_the_cluster_has_gpus(tiny, tmp_path):
 
 
 def test_an_engine_worker_matches_in_process_and_reports_errors(llama_path, tmp_path):
-    """In a worker process: a cell with a bad prompt id fails alone with its message, the
-    other cell of its checkpoint equals in-process generation; a checkpoint whose engine
-    cannot start fails its cells with the worker's traceback."""
+    """In a worker process, a cell with a bad prompt id fails alone with its message and the
+    other cell of its checkpoint equals in-process generation; an engine that cannot start
+    fails its cells with the traceback."""
     config = GenerationConfig(backend="hf", max_new_tokens=4, engine=ENGINE)
+    identity = model_identity("tiny", llama_path, "dense")
+    good = CheckpointRequest("good", llama_path, identity,
+                             (CellRequest("a", DOCUMENTS[:2], "A", tmp_path / "a.jsonl"),
+                              CellRequest("q", DOCUMENTS[:2], "Q", tmp_path / "q.jsonl")))
+    events = []
+    generate_checkpoints("tiny", [good], config, events.append, isolate=True)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
-    identity = model_identity("tiny", llama_path, "dense")
-    requests = [CheckpointRequest("good", llama_path, identity,
-                                  (CellRequest("a", DOCUMENTS[:2], "A", tmp_path / "a.jsonl"),
-                                   CellRequest("q", DOCUMENTS[:2], "Q", tmp_path / "q.jsonl"))),
-                CheckpointRequest("broken", broken, identity, (CellRequest("b", DOCUMENTS[:2], "A", tmp_path / "b.jsonl"),))]
-    events = []
-    generate_checkpoints("tiny", requests, config, events.append, isolate=True)
+    generate_checkpoints("tiny", [CheckpointRequest("broken", broken, identity, (
+        CellRequest("b", DOCUMENTS[:2], "A", tmp_path / "b.jsonl"),))], config, events.append, isolate=False)
     cells = {e["key"]: e for e in events if e["type"] == "cell"}
     assert cells["a"]["status"] == "done"
     assert cells["q"]["status"] == "failed" and "unknown prompt id" in cells["q"]["details"]["error"]

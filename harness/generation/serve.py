@@ -23,20 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 import traceback
-from collections.abc import Callable
 from dataclasses import replace
 
 from harness.config import GenerationConfig
 from harness.errors import PrunescopeError
-from harness.generation.cell import CheckpointRequest, generate_checkpoint
-from harness.generation.engine import EngineSession, SwapRefused
+from harness.generation.cell import CheckpointRequest
 from harness.generation.weights import shape_signature
+from harness.generation.worker import serve, serve_in_subprocess
 
 ENGINES = ("model", "checkpoint", "cell")
 # What each generation records about its engine (in its .meta.json and the run manifest).
 ENGINE_FIELDS = ("engine", "swapped", "not_swapped", "engine_start_s", "swap_s", "verified", "generate_s",
                  "batch_prompts")
-Emit = Callable[[dict], None]
 
 
 def engine_group(model: str, config: GenerationConfig, signature: str) -> str:
@@ -75,7 +73,7 @@ def plan_engines(model: str, requests: list[CheckpointRequest], config: Generati
 
 
 def generate_checkpoints(model: str, requests: list[CheckpointRequest], config: GenerationConfig,
-                         emit: Emit, *, engines: str = "model", isolate: bool | None = None) -> None:
+                         emit, *, engines: str = "model", isolate: bool | None = None) -> None:
     """Generate every cell of ``requests`` (checkpoints of ``model``), reporting through ``emit``.
 
     ``isolate`` (default: with vLLM) runs each engine in a worker process of its own."""
@@ -93,7 +91,7 @@ def generate_checkpoints(model: str, requests: list[CheckpointRequest], config: 
             break
 
 
-def _run_engine(group: str, requests: list[CheckpointRequest], config: GenerationConfig, emit: Emit,
+def _run_engine(group: str, requests: list[CheckpointRequest], config: GenerationConfig, emit,
                 reason: str | None, isolate: bool) -> tuple[int, str] | None:
     """One engine serving ``requests`` in turn; a refused swap returns (its index, why)."""
     reported: set[str] = set()
@@ -105,8 +103,6 @@ def _run_engine(group: str, requests: list[CheckpointRequest], config: Generatio
 
     try:
         if isolate:
-            from harness.generation.worker import serve_in_subprocess
-
             return serve_in_subprocess(group, requests, config, tracked, reason)
         return serve(group, requests, config, tracked, reason)
     except Exception as exc:  # noqa: BLE001 - the engine failed: every cell it had left fails
@@ -118,37 +114,3 @@ def _run_engine(group: str, requests: list[CheckpointRequest], config: Generatio
                     emit({"type": "cell", "key": cell.key, "status": "failed", "seconds": 0.0,
                           "details": error})
         return None
-
-
-def serve(group: str, requests: list[CheckpointRequest], config: GenerationConfig, emit: Emit,
-          reason: str | None = None) -> tuple[int, str] | None:
-    """In this process: one engine for ``requests``, started on the first and swapped to the
-    others. Stops at a refused swap and returns (its index, why); None when all were served."""
-    session = EngineSession(config, label=group)
-    try:
-        for index, request in enumerate(requests):
-            try:
-                loaded = session.load(request.model_dir, reason, request.adapter)
-            except SwapRefused as exc:
-                return index, exc.reason
-            if not loaded.swapped:
-                emit({"type": "engine", "engine": loaded.engine, "group": group,
-                      "started_from": request.key, "engine_start_s": round(loaded.engine_start_s, 3),
-                      "verified": loaded.verified})
-            result = generate_checkpoint(session, loaded, request, config,
-                                         progress=lambda n: emit({"type": "progress", "n": n}),
-                                         batched=lambda size: emit({"type": "batch", "prompts": size}))
-            share = (loaded.engine_start_s + loaded.swap_s + result.generate_s) / len(request.cells)
-            details = {**loaded.record(), "generate_s": round(result.generate_s, 3),
-                       "batch_prompts": result.prompts}
-            for cell in request.cells:
-                outcome = result.cells[cell.key]
-                if isinstance(outcome, Exception):
-                    emit({"type": "cell", "key": cell.key, "status": "failed", "seconds": 0.0,
-                          "details": {"error": f"{type(outcome).__name__}: {outcome}", "input": True}})
-                else:
-                    emit({"type": "cell", "key": cell.key, "status": "done", "seconds": round(share, 3),
-                          "details": details})
-    finally:
-        session.close()
-    return None

@@ -1,4 +1,5 @@
-"""An engine in a process of its own: ``python -m harness.generation.worker REQUEST.json``.
+"""An engine serving checkpoints in turn (``serve``), here or in a process of its own:
+``python -m harness.generation.worker REQUEST.json``.
 
 vLLM does not reliably release memory when an engine is dropped in-process, nor start a
 second engine in a process whose first was dropped; a process per engine does both. The
@@ -21,7 +22,8 @@ from pathlib import Path
 from harness import atomic
 from harness.config import GenerationConfig
 from harness.errors import PrunescopeError
-from harness.generation.cell import CellRequest, CheckpointRequest
+from harness.generation.cell import CellRequest, CheckpointRequest, generate_checkpoint
+from harness.generation.engine import EngineSession, SwapRefused
 from harness.records import ModelIdentity
 
 TRACEBACK_TAIL = 3000  # characters of the child's output carried into the parent's error
@@ -124,9 +126,41 @@ def _decode(raw: dict) -> CheckpointRequest:
                              cells, None if raw["adapter"] is None else Path(raw["adapter"]))
 
 
-def main(request_path: str) -> int:
-    from harness.generation.serve import serve
+def serve(group: str, requests: list[CheckpointRequest], config: GenerationConfig, emit,
+          reason: str | None = None) -> tuple[int, str] | None:
+    """In this process: one engine for ``requests``, started on the first and swapped to the
+    others. Stops at a refused swap and returns (its index, why); None when all were served."""
+    session = EngineSession(config, label=group)
+    try:
+        for index, request in enumerate(requests):
+            try:
+                loaded = session.load(request.model_dir, reason, request.adapter)
+            except SwapRefused as exc:
+                return index, exc.reason
+            if not loaded.swapped:
+                emit({"type": "engine", "engine": loaded.engine, "group": group,
+                      "started_from": request.key, "engine_start_s": round(loaded.engine_start_s, 3),
+                      "verified": loaded.verified})
+            result = generate_checkpoint(session, loaded, request, config,
+                                         progress=lambda n: emit({"type": "progress", "n": n}),
+                                         batched=lambda size: emit({"type": "batch", "prompts": size}))
+            share = (loaded.engine_start_s + loaded.swap_s + result.generate_s) / len(request.cells)
+            details = {**loaded.record(), "generate_s": round(result.generate_s, 3),
+                       "batch_prompts": result.prompts}
+            for cell in request.cells:
+                outcome = result.cells[cell.key]
+                if isinstance(outcome, Exception):
+                    emit({"type": "cell", "key": cell.key, "status": "failed", "seconds": 0.0,
+                          "details": {"error": f"{type(outcome).__name__}: {outcome}", "input": True}})
+                else:
+                    emit({"type": "cell", "key": cell.key, "status": "done", "seconds": round(share, 3),
+                          "details": details})
+    finally:
+        session.close()
+    return None
 
+
+def main(request_path: str) -> int:
     path = Path(request_path)
     with open(_events_path(path), "a", encoding="utf-8") as events:
         def emit(event: dict) -> None:
