@@ -23,7 +23,7 @@ from annotation.batch import load_batch
 from annotation.formats import write_annotator_file
 from harness import atomic
 from harness.cli.main import main
-from tests.test_annotation import demo_documents, filled, make_run
+from tests.test_annotation import demo_documents, filled, make_cli_run
 
 LOCK = ".lock"  # holds the pid of the last run: not an artifact
 
@@ -296,11 +296,7 @@ def test_run_study_refuses_limit_zero(finished):
 @pytest.fixture
 def batch(capsys, tmp_path):
     """A run with generations, its study.yaml, and one exported CSV batch (6 items, ann1/ann2)."""
-    root = tmp_path / "run"
-    make_run(root, tasks=("demo",))
-    (tmp_path / "m").mkdir()
-    (root / "study.yaml").write_text(f"name: s\nmodels: [{{name: m, path: {tmp_path / 'm'}}}]\n"
-                                     "tasks: [{name: demo}]\nscoring: {metrics: [rouge]}\n")
+    root = make_cli_run(tmp_path)
     code, out, err = cli(capsys, "annotate", "export", root, "--n", "6", "--annotators", "ann1,ann2",
                          "--pair", "wanda-0.5,dense")
     assert code == 0, err
