@@ -212,3 +212,16 @@ def test_an_engine_worker_matches_in_process_and_reports_errors(llama_path, tmp_
     assert cells["b"]["status"] == "failed" and "Traceback" in cells["b"]["details"]["traceback"]
     here = generate_cell(llama_path, DOCUMENTS[:2], "A", config, identity, tmp_path / "here.jsonl")
     assert token_ids(tmp_path / "a.jsonl") == [r.output_token_ids for r in here]
+
+
+def test_demo_small_names_builtin_tiny_models_and_bad_names_are_refused(tiny, tmp_path):
+    from harness.config import ConfigError, load_study
+
+    study = load_study(REPO / "examples" / "demo-small.yaml")
+    assert study.models[0].path == tiny("llama") and study.scoring.nli_model == str(tiny("nli"))
+    assert len(study.prune) == 6 and study.generation.engines == "model"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "examples" / "demo-small.yaml").read_text().replace("builtin:tiny-llama",
+                                                                               "builtin:tiny-gpt5"))
+    with pytest.raises(ConfigError, match=r"bad.yaml: models\[0\].path: 'builtin:tiny-gpt5'.*builtin:tiny-llama"):
+        load_study(bad)
