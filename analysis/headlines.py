@@ -78,9 +78,10 @@ def _finding(row, definition: str) -> Headline:
     worse = row.ratio > 1 if definition != "mean_score" else row.ratio < 1
     direction = "more" if worse else "less"
     quantity = {"mean_score": "mean score", "threshold": "share of risky summaries"}.get(definition, "mean risk")
+    holm = "" if row.p_holm < 0.05 else " (not significant after the Holm correction)"
     text = (f"{row.system} shows {direction} hallucination risk than its dense model on "
-            f"{row.task} by {row.metric}: {quantity} ratio {interval(row)}, Holm p {_p(row.p_holm)}, "
-            f"{row.n_docs} documents. {_validity(row)}")
+            f"{row.task} by {row.metric}: {quantity} ratio {interval(row)}, Holm p {_p(row.p_holm)}"
+            f"{holm}, {row.n_docs} documents. {_validity(row)}")
     return Headline(text, [_line(row)], effect=True)
 
 

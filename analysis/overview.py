@@ -33,7 +33,8 @@ def is_demo(study: dict) -> bool:
 def run_overview(ctx: ReportContext) -> Overview:
     study = ctx.store.read_study_raw()
     cells = list(ctx.run.cells.values())
-    pruned = [c for c in cells if c.prune.method != "dense"]
+    pruned = sorted((c for c in cells if c.prune.method != "dense"),
+                    key=lambda c: (c.prune.method, c.prune.sparsity, c.prune.structure, c.label))
     docs = ctx.run.tidy.groupby("cell")["doc_id"].nunique()
     seeds = sorted({c.prune.seed for c in cells if c.prune.seed is not None})
     facts = [

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -87,17 +88,11 @@ class Page:
         return path
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    binary = chromium_path()
-    if binary is None:
-        message = "no Chromium found (install the 'chromium' package or set PRUNESCOPE_CHROMIUM)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI: {message}")
-        pytest.skip(message)
+@contextmanager
+def chromium(binary: str, profile: Path):
+    """A headless Chromium; yields the DevTools websocket of the browser."""
     from websockets.sync.client import connect
 
-    profile = tmp_path_factory.mktemp("chromium-profile")
     proc = subprocess.Popen([binary, "--headless=new", "--no-sandbox", "--disable-gpu",
                              "--no-first-run", "--remote-debugging-port=0", f"--user-data-dir={profile}",
                              "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -114,6 +109,18 @@ def browser(tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    binary = chromium_path()
+    if binary is None:
+        message = "no Chromium found (install the 'chromium' package or set PRUNESCOPE_CHROMIUM)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {message}")
+        pytest.skip(message)
+    with chromium(binary, tmp_path_factory.mktemp("chromium-profile")) as socket:
+        yield socket
 
 
 def new_page(socket) -> Page:

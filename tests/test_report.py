@@ -139,6 +139,7 @@ def test_cli_report_and_its_errors(tmp_path, capsys):
     make_run(tmp_path, tasks=("news",), n_docs=4)
     (tmp_path / "study.yaml").write_text("analysis:\n  risk: threshold\n  risk_threshold: 0.3\n  bootstrap: 100\n")
     assert main(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == str(tmp_path / "report" / "summaries.html")
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Risk ratio definition: threshold" in md and "risk above 0.3" in md and "100 resamples" in md
     assert main(["report", str(tmp_path), "--risk", "median"]) == 2
