@@ -35,7 +35,21 @@ def sig3(value: float) -> str:
 
 
 def interval(row) -> str:
-    return f"{sig3(row.ratio)} [95% CI {sig3(row.ci_low)}, {sig3(row.ci_high)}]"
+    """'ratio [95% CI low, high]' with the decimals that give the smallest of the three 3
+    significant digits, more where a bound would otherwise round onto or across 1."""
+    values = (row.ratio, row.ci_low, row.ci_high)
+    if not all(math.isfinite(v) for v in values):
+        return f"{sig3(row.ratio)} [95% CI {sig3(row.ci_low)}, {sig3(row.ci_high)}]"
+    smallest = min(abs(v) for v in values) or 1
+    first = max(2 - math.floor(math.log10(smallest)), 0)  # 3 significant digits of the smallest
+    digits = next((d for d in range(first, first + 5) if all(_same_side(v, d) for v in values[1:])), first + 4)
+    ratio, low, high = (f"{v:.{digits}f}" for v in values)
+    return f"{ratio} [95% CI {low}, {high}]"
+
+
+def _same_side(value: float, digits: int) -> bool:
+    """``value`` rounded to ``digits`` decimals lies on the same side of 1 as ``value``."""
+    return np.sign(round(value, digits) - 1) == np.sign(value - 1)
 
 
 def excludes_one(risk: pd.DataFrame) -> pd.Series:

@@ -121,6 +121,9 @@ def viewer_data(ctx: ReportContext, documents: Documents | None = None, max_docs
         docs = [_document(doc, records.get(doc), on_task, texts, by_cell, several)
                 for doc in sorted(set().union(*texts.values()) if texts else [])]
         docs.sort(key=lambda d: -max(d["rise"].values(), default=0))
+        if len(docs) > max_docs:
+            problems.append(f"task {task}: {max_docs} of its {len(docs)} documents are shown, those "
+                            "where a pruned system's risk rose most")
         tasks[task] = sorted(docs[:max_docs], key=lambda d: d["id"])
     metrics = [m for m in dict.fromkeys(rises["metric"])]
     return {"metrics": metrics, "tasks": tasks, "problems": problems, "max_docs": max_docs}

@@ -234,7 +234,7 @@ def test_a_run_without_effect_gets_one_no_difference_headline(tmp_path):
     assert len(found) == 1 and found[0].text.startswith(f"No difference detected: all {len(risk)} risk-ratio 95% CIs include 1")
     assert len(found[0].details) == len(risk) == 3 * 3  # 3 pruned systems x 3 risk metrics
     for line in found[0].details:  # equal means (the +-0.01 wiggle cancels): ratio 1, CI around it
-        low, high = map(float, re.search(r": 1\.00 \[95% CI ([\d.]+), ([\d.]+)\]$", line).groups())
+        low, high = map(float, re.search(r": 1\.0+ \[95% CI ([\d.]+), ([\d.]+)\]$", line).groups())
         assert low <= 1 <= high
     assert headlines(risk.iloc[:0]) == []
 
@@ -287,6 +287,8 @@ def test_viewer_marks_novel_words_and_gold_facts(tmp_path):
 
 
 def test_viewer_page_escapes_hostile_summaries_and_marks_facts(tmp_path):
+    from analysis.viewer import viewer_data
+
     records = write_facts_study(tmp_path)
     first = records[1]["reference"].split(". ")[0] + ". It happened in Zorbania."
     make_run(tmp_path, tasks=("facts",), n_docs=8,
@@ -308,4 +310,9 @@ def test_viewer_page_escapes_hostile_summaries_and_marks_facts(tmp_path):
     rises = {d["id"]: d["rise"] for d in data["tasks"]["facts"]}
     paired = load_run(tmp_path).paired
     harim = paired[paired["metric"] == "harim"]
+    ctx = ReportContext.of(tmp_path)
+    few = viewer_data(ctx, max_docs=3)
+    top = sorted(rises, key=lambda d: -max(rises[d].values()))[:3]
+    assert [d["id"] for d in few["tasks"]["facts"]] == sorted(top)
+    assert few["problems"] == ["task facts: 3 of its 8 documents are shown, those where a pruned system's risk rose most"]
     assert rises["facts-003"]["HaRiM"] == pytest.approx((harim[harim["doc_id"] == "facts-003"].eval("pruned - dense")).max())
