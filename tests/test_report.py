@@ -316,3 +316,22 @@ def test_viewer_page_escapes_hostile_summaries_and_marks_facts(tmp_path):
     assert [d["id"] for d in few["tasks"]["facts"]] == sorted(top)
     assert few["problems"] == ["task facts: 3 of its 8 documents are shown, those where a pruned system's risk rose most"]
     assert rises["facts-003"]["HaRiM"] == pytest.approx((harim[harim["doc_id"] == "facts-003"].eval("pruned - dense")).max())
+
+
+def test_headlines_rank_by_effect_size_and_show_validity_flags():
+    from analysis.headlines import headlines
+
+    ratios = [1.5, 0.5, 1.2, 3.0, 0.9, 1.1, 2.0]  # CI of each: ratio +- 0.05, all excluding 1
+    risk = pd.DataFrame({"system": [f"m/s{i}" for i in range(7)], "task": "news", "metric": "HaRiM",
+                         "ratio": ratios, "ci_low": [r - 0.05 for r in ratios],
+                         "ci_high": [r + 0.05 for r in ratios], "p_holm": 0.01, "n_docs": 30,
+                         "validity": "AUC 0.550 [0.400, 0.700]",
+                         "validity_flag": "AUC CI includes 0.5"})
+    found = headlines(risk)
+    # |log ratio|: 3.0 > 0.5 > 2.0 > 1.5 > 1.2 > 0.9 > 1.1; four shown, the rest counted
+    assert [h.text.split(" shows")[0] for h in found[:4]] == ["m/s3", "m/s1", "m/s6", "m/s0"]
+    assert found[4].text == "3 further comparison(s) have a CI excluding 1 (see the risk-ratio table)."
+    assert "shows less hallucination risk" in found[1].text and "0.500 [95% CI 0.450, 0.550]" in found[1].text
+    assert found[0].text.endswith("Metric validity FLAGGED (AUC 0.550 [0.400, 0.700]): AUC CI includes 0.5.")
+    risk.attrs["definition"] = "mean_score"  # a score ratio above 1: less risk
+    assert "m/s3 shows less hallucination risk" in headlines(risk)[0].text
