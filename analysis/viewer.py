@@ -109,7 +109,9 @@ def viewer_data(ctx: ReportContext, documents: Documents | None = None, max_docs
     if documents is None:
         documents, problems = study_records(ctx)
     rises = risk_rises(ctx)
-    by_cell = {k: g for k, g in rises.groupby("cell")}
+    rise_of: dict[tuple[str, str], dict[str, float]] = {}
+    for row in rises.itertuples():
+        rise_of.setdefault((row.cell, row.doc_id), {})[row.metric] = float(row.rise)
     cells = sorted(ctx.run.cells.values(), key=lambda c: (c.prune.method != "dense", c.model, c.prune.method,
                                                           c.prune.sparsity, c.label, c.prompt))
     tasks = {}
@@ -118,18 +120,17 @@ def viewer_data(ctx: ReportContext, documents: Documents | None = None, max_docs
         texts = {c.key: ctx.store.read_generation_texts(c.key) for c in on_task}
         records = documents(task)
         several = len({c.prompt for c in on_task}) > 1
-        docs = [_document(doc, records.get(doc), on_task, texts, by_cell, several)
+        docs = [_document(doc, records.get(doc), on_task, texts, rise_of, several)
                 for doc in sorted(set().union(*texts.values()) if texts else [])]
         docs.sort(key=lambda d: -max(d["rise"].values(), default=0))
         if len(docs) > max_docs:
             problems.append(f"task {task}: {max_docs} of its {len(docs)} documents are shown, those "
                             "where a pruned system's risk rose most")
         tasks[task] = sorted(docs[:max_docs], key=lambda d: d["id"])
-    metrics = [m for m in dict.fromkeys(rises["metric"])]
-    return {"metrics": metrics, "tasks": tasks, "problems": problems, "max_docs": max_docs}
+    return {"metrics": list(dict.fromkeys(rises["metric"])), "tasks": tasks, "problems": problems, "max_docs": max_docs}
 
 
-def _document(doc: str, record, cells: list[CellInfo], texts: dict, by_cell: dict, several: bool) -> dict:
+def _document(doc: str, record, cells: list[CellInfo], texts: dict, rise_of: dict, several: bool) -> dict:
     source = getattr(record, "document", None)
     facts = getattr(record, "facts", None)
     values = [f["value"] for f in facts] if facts else []
@@ -139,9 +140,7 @@ def _document(doc: str, record, cells: list[CellInfo], texts: dict, by_cell: dic
             continue
         text = texts[info.key][doc]
         bad = hallucinated_facts(text, source, values) if facts and source is not None else set()
-        rows = by_cell.get(info.key)
-        rise = ({} if rows is None else
-                {m: float(v) for m, v in rows[rows["doc_id"] == doc].set_index("metric")["rise"].items()})
+        rise = rise_of.get((info.key, doc), {})
         for metric, value in rise.items():
             best[metric] = max(best.get(metric, value), value)
         summaries.append({
