@@ -1,7 +1,8 @@
 """Headline findings of a report, written from its risk-ratio table alone.
 
-A comparison is a finding when its 95% CI excludes 1; findings are ranked by the size of the
-effect (|log ratio|) and each states its ratio, CI, Holm-adjusted p and the metric's validity
+A comparison is a finding when its 95% CI excludes 1; findings that survive the Holm
+correction come first, then those on a metric whose validity is not flagged, each group ranked
+by the size of the effect (|log ratio|); each states its ratio, CI, Holm-adjusted p and the metric's validity
 (pooled AUC, or FLAGGED, from ``analysis.validity_section.attach_flags``). When no CI excludes
 1 the report has exactly one headline, "No difference detected", listing every CI.
 """
@@ -70,7 +71,10 @@ def headlines(risk: pd.DataFrame | None, limit: int = MAX_FINDINGS) -> list[Head
         return [Headline(f"No difference detected: all {len(risk)} risk-ratio 95% CIs include 1 "
                          f"(pruned vs dense, {definition}).", [_line(r) for r in rest.itertuples()])]
     more = len(hits) > limit or not rest.empty
-    order = np.argsort(-np.abs(np.log(hits["ratio"].to_numpy(float))), kind="stable")
+    flagged = hits["validity_flag"].astype(bool) if "validity_flag" in hits else False
+    order = np.lexsort((-np.abs(np.log(hits["ratio"].to_numpy(float))),
+                        np.broadcast_to(np.asarray(flagged, bool), len(hits)),
+                        ~(hits["p_holm"].to_numpy(float) < 0.05)))
     shown = hits.iloc[order[:limit - 1 if more else limit]]
     found = [_finding(row, definition) for row in shown.itertuples()]
     if more:

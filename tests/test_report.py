@@ -335,3 +335,7 @@ def test_headlines_rank_by_effect_size_and_show_validity_flags():
     assert found[0].text.endswith("Metric validity FLAGGED (AUC 0.550 [0.400, 0.700]): AUC CI includes 0.5.")
     risk.attrs["definition"] = "mean_score"  # a score ratio above 1: less risk
     assert "m/s3 shows less hallucination risk" in headlines(risk)[0].text
+    # Holm-significant findings lead, then unflagged metrics; effect size ranks within a group
+    risk["p_holm"] = [0.01, 0.2, 0.01, 0.3, 0.01, 0.01, 0.01]
+    risk["validity_flag"] = ["", "", "flag", "", "", "", ""]
+    assert [h.text.split(" shows")[0] for h in headlines(risk)[:4]] == ["m/s6", "m/s0", "m/s4", "m/s5"]
