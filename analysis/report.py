@@ -63,6 +63,7 @@ def write_context(ctx: ReportContext) -> Path:
     title = f"prunescope report: {ctx.store.root.resolve().name}"
     atomic.write_text(out / "report.md", to_markdown(title, sections))
     atomic.write_text(out / "report.html", to_html(title, sections))
+    ctx.store.seal_report()
     return out / "report.html"
 
 
