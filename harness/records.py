@@ -77,6 +77,12 @@ def checkpoint_folder(label: str, key: str | None) -> str:
     return f"{label}-{key}" if key else label
 
 
+def is_dense_folder(name: str) -> bool:
+    """Whether a checkpoint folder name is a dense baseline's (``dense-<key>``, or ``dense``
+    in runs made before checkpoints were keyed)."""
+    return name == "dense" or name.startswith("dense-")
+
+
 class CellInfo(Record):
     """One cell of a study grid: a checkpoint (model x prune spec [x recovery]) on one task
     and prompt."""
