@@ -7,8 +7,9 @@ artifacts through ``RunStore``:
 runs/<study>/
   study.yaml  manifest.json  run.log  .lock
   cells/<cell-key>.json                 CellInfo: model, prune spec, task, prompt, baseline key
-  checkpoints/<model>/<prune-key>/      HF checkpoint + sparsity.json, identity.json,
-                                        perplexity.json, .job-key (the dense one: reports only)
+  checkpoints/<model>/<label>-<key>/    HF checkpoint + sparsity.json, identity.json,
+                                        perplexity.json, .job-key (the dense one: reports only);
+                                        named by label and content key (``CheckpointJob.folder``)
   generations/<cell-key>.jsonl          GenerationRecord per document
   generations/<cell-key>.meta.json      timing, backend, resolved dtype, versions (written by
                                         harness.generation beside any generations file)
@@ -285,17 +286,11 @@ class RunStore:
     def report_damage(self) -> str | None:
         """What is wrong with the report folder against its seal (None: intact or never
         written). A report written before seals existed is not judged."""
-        seal_path = self.report_dir / _REPORT_SEAL
-        if not seal_path.exists():
-            return None
         from harness.hashing import hash_file
 
-        try:
-            seal = _read_json(seal_path)
-        except ArtifactError as exc:
-            return str(exc)
-        if not isinstance(seal, dict):
-            return f"{seal_path}: not a JSON object"
+        seal, why = _json_object(self.report_dir / _REPORT_SEAL)
+        if seal is None:
+            return why
         for rel, digest in sorted(seal.items()):
             path = self.root / rel
             if not path.is_file():
@@ -354,15 +349,13 @@ class RunStore:
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
 
     def manifest_damage(self) -> str | None:
-        """Why manifest.json cannot be read as a manifest (None: fine or absent)."""
+        """Why manifest.json cannot be read as a manifest (None: fine, or absent from a run
+        that has no cells yet)."""
         path = self.manifest_path
-        if not path.exists():
-            return None
-        try:
-            manifest = _read_json(path)
-        except ArtifactError as exc:
-            return str(exc)
-        if not isinstance(manifest, dict) or "provenance" not in manifest:
+        manifest, why = _json_object(path)
+        if manifest is None:
+            return f"{path}: missing" if why is None and self.has_cells() else why
+        if "provenance" not in manifest:
             return f"{path}: not a run manifest (no provenance section)"
         for name, kind in MANIFEST_SECTIONS.items():
             if not isinstance(manifest.get(name, kind()), kind):
@@ -478,6 +471,17 @@ def _read_json(path: Path, missing_ok: bool = False):
         raise ArtifactError(f"{path}: no such file") from None
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise ArtifactError(f"{path}: cannot read JSON: {exc}") from None
+
+
+def _json_object(path: Path) -> tuple[dict | None, str | None]:
+    """A JSON object file, or None and why it is not one (None, None when absent)."""
+    if not path.exists():
+        return None, None
+    try:
+        value = _read_json(path)
+    except ArtifactError as exc:
+        return None, str(exc)
+    return (value, None) if isinstance(value, dict) else (None, f"{path}: not a JSON object")
 
 
 def read_record(path: Path, model: type[BaseModel], error: type[PrunescopeError] = ArtifactError,

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from harness.cli.main import main
 from harness.runner.status import format_rows, run_status
 from harness.runner.study import run_study
 from tests.test_runner import study_dict
@@ -136,16 +137,6 @@ def _damage_checkpoints(run: Path, keys: dict) -> list[str]:
     return [dense.name, pruned.name]
 
 
-def _damage_manifest(run: Path, keys: dict) -> list[str]:
-    _cut(run / "manifest.json")
-    return ["manifest.json"]
-
-
-def _damage_manifest_swap(run: Path, keys: dict) -> list[str]:
-    shutil.copy(next(run.glob("cells/*.json")), run / "manifest.json")  # a sibling JSON
-    return ["manifest.json"]
-
-
 def _damage_report(run: Path, keys: dict) -> list[str]:
     report = run / "report"
     tables = sorted((report / "tables").glob("*.csv"))
@@ -161,8 +152,6 @@ DAMAGES = {
     "checkpoints": _damage_checkpoints,
     "generations": _damage_per_cell("generations", ".jsonl"),
     "scores": _damage_per_cell("scores", ".parquet"),
-    "manifest-cut": _damage_manifest,
-    "manifest-swapped": _damage_manifest_swap,
     "report": _damage_report,
 }
 
@@ -187,7 +176,26 @@ def test_damage_is_shown_then_repaired_by_the_plain_rerun(undamaged, tmp_path, k
     assert list((run / "damaged").rglob("*")), "the damaged artifacts are kept for inspection"
 
 
-def test_generations_cut_at_a_line_are_regenerated_not_rescored(undamaged, tmp_path):
+def test_manifest_damage_is_shown_then_repaired(undamaged, tmp_path):
+    """The manifest is one file: its four damages are applied one after the other, each
+    shown by status, then one rerun."""
+    study, run = _copy(undamaged, tmp_path)
+    manifest = run / "manifest.json"
+    original = manifest.read_bytes()
+    damages = {"cut": _cut, "corrupt": _corrupt, "swapped": lambda p: shutil.copy(next(run.glob("cells/*.json")), p),
+               "deleted": Path.unlink}
+    for name, damage in damages.items():
+        manifest.write_bytes(original)
+        damage(manifest)
+        (row,) = [r for r in run_status(run) if r.key == "manifest.json"]
+        assert row.error.startswith("damaged: manifest.json: "), (name, row)
+    rerun = run_study(study, show_progress=False)
+    assert not rerun.failed and rerun.repaired == [f"{manifest}: missing"]
+    assert results(run) == results(undamaged[1])
+    assert not [r for r in run_status(run) if r.error]
+
+
+def test_generations_cut_at_a_line_are_regenerated_not_rescored(undamaged, tmp_path, capsys):
     """The issue's case: a generations file cut to its first records is damaged (not 15
     rows of fresh scores); the rerun regenerates it, and the score file, made from the same
     generations, stays with a row per document."""
@@ -197,8 +205,12 @@ def test_generations_cut_at_a_line_are_regenerated_not_rescored(undamaged, tmp_p
     row = next(r for r in run_status(run) if r.key == key)
     assert (row.generate, row.score) == ("damaged", "stale")
     assert "1 of 3 selected documents" in row.error
-    rerun = run_study(study, show_progress=False, report=False)
-    assert ("generate", "done") in {(o.stage, o.status) for o in rerun.outcomes if o.key == key}
+    assert main(["status", str(run)]) == 0
+    assert f"damaged: generations/{key}.jsonl: 1 of 3 selected documents" in capsys.readouterr().out
+    assert main(["run", str(study)]) == 0
+    assert f"moved aside and recomputed: {run}/generations/{key}.jsonl: 1 of 3" in capsys.readouterr().out
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["cells"][key]["generate"]["status"] == "done"
     assert len(pd.read_parquet(run / "scores" / f"{key}.parquet")) == 3  # the same bytes regenerated:
     unreported = lambda run_dir: {k: v for k, v in results(run_dir).items() if not k.startswith("report/")}  # noqa: E731
     assert unreported(run) == unreported(undamaged[1])
@@ -254,7 +266,7 @@ def test_another_studys_spec_with_the_same_label_never_shares_a_checkpoint(undam
     raw["prompts"] = ["A"]
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(raw))
-    assert not run_study(other, show_progress=False, report=False).failed
+    assert not run_study(other, stage="prune", show_progress=False).failed
     folders = sorted(p.name for p in (run / "checkpoints" / "tiny").iterdir())
     assert len([f for f in folders if f.startswith("magnitude-0.5-")]) == 2, folders
     assert {k: v for k, v in results(run).items() if k in before and not k.startswith("report/")} == {

@@ -31,6 +31,8 @@ def run(args) -> int:
     result = run_study(study, args.out, limit=args.limit, stage=args.stage, executor=args.executor)
     done, cached = result.count("done"), result.count("cached")
     print(f"{result.run_dir}: {done} stage runs done, {cached} cached, {len(result.failed)} failed")
+    for reason in result.repaired:
+        print(f"  damaged, moved aside and recomputed: {reason}")
     for outcome in result.failed:
         print(f"  {outcome.key} {outcome.stage} {outcome.status}: {outcome.details.get('error', '')}")
     if result.report:
