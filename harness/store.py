@@ -93,6 +93,10 @@ class RunStore:
         run of its own, so it never overwrites the full run's artifacts."""
         return self if limit is None else RunStore(self.root / f"limit-{limit}")
 
+    def limited_runs(self) -> list[Path]:
+        """The run directories of this study's ``--limit`` smoke runs."""
+        return sorted(p for p in self.root.glob("limit-*") if p.is_dir())
+
     def relative(self, path: Path) -> str:
         """``path`` relative to the run directory (how reports cite their sources)."""
         return Path(path).relative_to(self.root).as_posix()
@@ -121,6 +125,15 @@ class RunStore:
             return yaml.safe_load(self.study_yaml.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ArtifactError(f"{self.study_yaml}: cannot read: {exc}") from None
+
+    def read_study_name(self) -> str | None:
+        """The ``name`` of the study this run folder was made for (None without study.yaml)."""
+        if not self.study_yaml.exists():
+            return None
+        raw = self.read_study_raw()
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise ArtifactError(f"{self.study_yaml}: name: missing (is the file damaged?)")
+        return raw["name"]
 
     # --- cells -------------------------------------------------------------------------
     def cell_path(self, cell_key: str) -> Path:
@@ -341,10 +354,13 @@ class RunStore:
             fh.close()
 
     # --- manifest ----------------------------------------------------------------------
-    def read_manifest(self) -> dict:
-        """The manifest (a fresh one when absent or damaged: it is a log, never the authority
-        on results; ``manifest_damage`` says what is wrong with it)."""
-        if not self.manifest_path.exists() or self.manifest_damage() is not None:
+    def read_manifest(self, damaged_ok: bool = False) -> dict:
+        """The manifest (a fresh one when absent). A damaged one raises ArtifactError naming
+        it, or with ``damaged_ok`` reads as fresh: it is a log, never the authority on
+        results (``manifest_damage`` says what is wrong; ``prunescope run`` moves it aside)."""
+        if (why := self.manifest_damage()) is not None and not (damaged_ok or not self.manifest_path.exists()):
+            raise ArtifactError(why)
+        if why is not None or not self.manifest_path.exists():
             return {"provenance": {}, "cells": {}}
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
 
@@ -491,7 +507,9 @@ def read_record(path: Path, model: type[BaseModel], error: type[PrunescopeError]
         return model.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{path}: {missing}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); the file is damaged") from None
+    except OSError as exc:
         raise error(f"{path}: cannot read: {exc}") from None
     except ValidationError as exc:
         err = exc.errors()[0]

@@ -1,10 +1,12 @@
 """`prunescope demo`: the demo study end to end on built-in tiny models."""
 
+from harness.cli._types import at_least
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the demo study on tiny built-in models (offline, a few minutes)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    p.add_argument("--documents", type=int, default=30, help="demo documents (default: 30)")
+    p.add_argument("--documents", type=at_least(1), default=30, help="demo documents (default: 30)")
     p.add_argument("--backend", choices=("vllm", "hf"), default="vllm")
     p.set_defaults(func=run)
 

@@ -1,13 +1,16 @@
 """`prunescope report RUN_DIR`: tables, figures and the Markdown/HTML/LaTeX report of a run."""
 
+from harness.cli._types import config_field
+from harness.config import AnalysisConfig
+
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="write report/ (Markdown, HTML, LaTeX, CSV, figures) for a run directory")
     p.add_argument("run_dir", help="the run directory")
     p.add_argument("--risk", default=None,
                    help="risk-ratio definition: mean_risk, mean_score or threshold (default: the study's analysis.risk)")
-    p.add_argument("--threshold", type=float, default=None, help="risk threshold of the 'threshold' definition")
-    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the study's)")
+    p.add_argument("--threshold", type=config_field(AnalysisConfig, "risk_threshold"), default=None, help="risk threshold of the 'threshold' definition")
+    p.add_argument("--bootstrap", type=config_field(AnalysisConfig, "bootstrap"), default=None, help="bootstrap resamples (default: the study's)")
     p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: the study's)")
     p.set_defaults(func=run)
 

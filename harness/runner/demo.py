@@ -14,7 +14,8 @@ from pathlib import Path
 
 from harness import atomic
 from harness.config import StudyConfig, parse_study
-from harness.runner.study import RunResult, quiet_libraries, run_study
+from harness.runner.study import RunResult, check_run_dir, quiet_libraries, run_study
+from harness.store import RunStore
 from harness.tiny_models import tiny_model
 
 # One small KV cache, and the engine core inside each cell's worker process rather than in
@@ -84,9 +85,12 @@ def run_demo(out: str | Path = "runs/demo", documents: int = 30, backend: str = 
         os.environ.setdefault(key, value)
     out = Path(out).resolve()
     study = demo_study(out, documents, backend)
+    if out.is_dir():
+        check_run_dir(RunStore(out), study)
     quiet_libraries()
     train_demo_head(study)
-    result = run_study(study, out, show_progress=show_progress, report=False)
+    # checked above: the head it has just written is no reason to refuse the folder
+    result = run_study(study, out, show_progress=show_progress, report=False, add=True)
     if not result.failed:
         simulate_annotation(out, documents)
         from analysis.report import write_report

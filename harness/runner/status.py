@@ -38,7 +38,7 @@ class CellRow:
 def dry_run(study: StudyConfig, out: str | Path | None = None, limit: int | None = None) -> tuple[list[CellRow], int]:
     """Every cell with its cached state, and an estimate of the bytes still to be written."""
     store = RunStore(run_dir_for(study, out, limit))
-    manifest = store.read_manifest()
+    manifest = store.read_manifest(damaged_ok=True)
     plan = plan_study(study, limit, dict(manifest.get("checkpoint_hashes", {})))
     key = scorer_key(study.scoring)
     judge = _Judge(store, manifest, key, study.quality.enabled)
@@ -64,7 +64,7 @@ def run_status(run_dir: str | Path) -> list[CellRow]:
     raw = store.read_study_raw()
     scoring = ScoringConfig.model_validate(raw.get("scoring") or {})
     quality = QualityConfig.model_validate(raw.get("quality") or {}).enabled
-    judge = _Judge(store, store.read_manifest(), scorer_key(scoring), quality)
+    judge = _Judge(store, store.read_manifest(damaged_ok=True), scorer_key(scoring), quality)
     rows = []
     for run_file, why in (("manifest.json", store.manifest_damage()), ("report", store.report_damage())):
         if why is not None:
