@@ -1,11 +1,12 @@
-"""`prunescope report RUN_DIR`: tables, figures and the Markdown/HTML/LaTeX report of a run."""
+"""`prunescope report RUN_DIR`: tables, figures, the Markdown/HTML/LaTeX report of a run and
+its summaries viewer (``analysis.report.write_context``)."""
 
 from harness.cli._types import config_field
 from harness.config import AnalysisConfig
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="write report/ (Markdown, HTML, LaTeX, CSV, figures) for a run directory")
+    p = sub.add_parser("report", help="write report/ (Markdown, HTML, summaries viewer, LaTeX, CSV, figures) for a run directory")
     p.add_argument("run_dir", help="the run directory")
     p.add_argument("--risk", default=None,
                    help="risk-ratio definition: mean_risk, mean_score or threshold (default: the study's analysis.risk)")
@@ -21,6 +22,7 @@ def run(args) -> int:
     import sys
 
     from analysis.report import report_context, write_context
+    from analysis.viewer import PAGE
     from harness.errors import PrunescopeError
 
     if not Path(args.run_dir).is_dir():
@@ -29,6 +31,7 @@ def run(args) -> int:
     path = write_context(ctx)
     print(path.parent / "report.md")
     print(path)
+    print(path.parent / PAGE)
     if ctx.risk is None:
         print("nothing could be compared: no pruned cell has scores beside its dense baseline "
               "(the report's first section lists what is missing)", file=sys.stderr)
