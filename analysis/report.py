@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from analysis import cost, human_eval, recovery, standard_quality, validity_section
+from analysis import findings, seed_section
 from analysis import run_sections as rs
 from analysis.render import latex_table, to_html, to_markdown
 from analysis.risk import risk_table
@@ -20,7 +21,8 @@ from analysis.validity_section import attach_flags, run_validity
 from harness import atomic
 
 SECTION_PROVIDERS = [
-    rs.missing_section, rs.risk_section, validity_section.report_section, recovery.recovery_section,
+    rs.missing_section, findings.report_section, rs.risk_section, seed_section.report_section,
+    validity_section.report_section, recovery.recovery_section,
     standard_quality.report_section, rs.quality_section, rs.overlap_section, rs.output_section,
     rs.sparsity_section, cost.report_section, human_eval.report_section, rs.summaries_section,
     rs.provenance_section,

@@ -188,6 +188,7 @@ def expand_sweeps(entries: list, seeds: list[int] | None = None) -> list:
 class StudyConfig(Section):
     name: str
     out: Path | None = None
+    demo: bool = False  # the built-in demo study: its report opens with the demo banner
     models: list[ModelConfig] = Field(min_length=1)
     # An entry may sweep: sparsity: [0.5, 0.6], structure: [unstructured, "2:4"], seeds: [0, 1, 2]
     # (expand_sweeps); ``seeds`` here applies to every entry without its own.
