@@ -31,7 +31,8 @@ def per_seed_table(ctx: ReportContext) -> pd.DataFrame:
         row.update({f"seed {int(s.seed)}": format_interval(s.ratio, s.ci_low, s.ci_high)
                     for s in mine.itertuples()})
         row["pooled over seeds [95% CI]"] = format_interval(r.ratio, r.ci_low, r.ci_high)
-        row["seed range"] = f"{mine['ratio'].min():.3f} - {mine['ratio'].max():.3f}" if len(mine) else ""
+        finite = mine["ratio"].dropna()
+        row["seed range"] = f"{finite.min():.3f} - {finite.max():.3f}" if len(finite) else "n/a"
         rows.append(row)
     table = pd.DataFrame(rows)
     order = table["metric"].map({m: i for i, m in enumerate(risk_metrics())})

@@ -152,7 +152,9 @@ def expand_sweeps(entries: list, seeds: list[int] | None = None) -> list:
     """Prune entries with lists expanded into one spec per combination, in order: a list
     under ``sparsity`` or ``structure`` sweeps it, and ``seeds`` (the entry's, else the
     study's) repeats a spec per calibration seed where the method draws calibration samples
-    (Wanda, SparseGPT, OWL); a method without random choices (magnitude) is not repeated."""
+    (Wanda, SparseGPT, OWL); a method without random choices (magnitude) is not repeated. The
+    study's seeds leave alone an entry whose calibration names its seed, so a study.yaml
+    written after expansion reads back to the same specs."""
     from harness.pruning import registry
 
     out = []
@@ -161,7 +163,9 @@ def expand_sweeps(entries: list, seeds: list[int] | None = None) -> list:
             out.append(entry)
             continue
         entry = dict(entry)
-        entry_seeds = entry.pop("seeds", seeds)
+        calibration = entry.get("calibration")
+        pinned = isinstance(calibration, dict) and "seed" in calibration
+        entry_seeds = entry.pop("seeds", None if pinned else seeds)
         sweeps = {k: entry[k] if isinstance(entry.get(k), list) else [entry[k]]
                   for k in ("sparsity", "structure") if k in entry}
         method = registry.METHODS.get(entry.get("method"))

@@ -41,6 +41,8 @@ def test_demo_config_grid_seeds_and_banner_flag(tmp_path):
     store.root.mkdir()
     store.write_study(study)
     assert yaml.safe_load(store.study_yaml.read_text())["demo"] is True
+    # study.yaml, written after the sweeps expanded, reads back to the same specs
+    assert [p.key for p in store.read_study().prune] == [p.key for p in study.prune]
     small = parse_study(demo_config(tmp_path / "run", models, family="qwen2", methods=("wanda",),
                                     sparsities=(0.5,), structures=(), seeds=(3,)), source="demo")
     assert [p.key for p in small.prune] == ["wanda-0.5-s3"] and small.models[0].name == "qwen2-summarizer"
