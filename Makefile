@@ -7,13 +7,29 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_PIN := torch==2.13.0+cpu
 STAMP := $(VENV)/.prunescope-cpu-installed
 
-.PHONY: demo test install lock gpu-install clean
+.PHONY: demo test install lock gpu-install clean browser
 
 demo: $(STAMP)
 	$(VENV)/bin/prunescope demo $(if $(OUT),--out $(OUT))
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The browser test (tests/test_browser.py) needs a Chromium: found on PATH, else installed
+# with apt (the Debian package `chromium`) where this user may; never fails here. Without
+# one the test is skipped, or fails when CI is set.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| [ -n "$$PRUNESCOPE_CHROMIUM" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make: no Chromium and no apt-get: the browser test will be skipped (fails with CI set)"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else \
+		echo "make: no Chromium and no root to install it: the browser test will be skipped (fails with CI set)"; exit 0; fi; \
+	echo "make: installing Chromium (apt-get install chromium)"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| { $$sudo apt-get update -q >/dev/null 2>&1 && \
+		     $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+		|| echo "make: could not install Chromium: the browser test will be skipped (fails with CI set)"
 
 install: $(STAMP)
 

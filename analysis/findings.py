@@ -3,7 +3,8 @@ pruning setting (seeds pooled) the ground-truth hallucination rate and fact reca
 each metric's risk ratio beside them, the sweep figures, and the accuracy of the scorer
 models where they were trained here (``training.json`` beside a built-in model).
 
-On the demo study (``demo: true`` in study.yaml) the section opens with ``DEMO_BANNER``.
+On the demo study (``demo: true`` in study.yaml) the section opens with the demo banner
+(``analysis.overview``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import numpy as np
 import pandas as pd
 
 from analysis import figures
+from analysis.overview import DEMO_BANNER, is_demo
 from analysis.seeds import METHOD_TEXT, seed_means, with_settings
 from analysis.sections import ReportContext, ReportSection
 from analysis.validity import GT_LABEL, format_interval
 from analysis.validity_section import flagged_metrics, ratio_correlation
 
 TITLE = "Findings against the ground truth"
-DEMO_BANNER = "Demo on synthetic data with built-in tiny models"
 RECALL = "gt_fact_recall"
 TRAINING_FILE = "training.json"  # harness.trained_models.TRAINING_FILE (not imported: it loads torch)
 # scoring setting -> (role in the report, risk metrics whose numbers rest on it)
@@ -29,10 +30,6 @@ SCORERS = {"harim_model": ("HaRiM+ scorer (BART)", ("HaRiM",)),
            "nli_model": ("SummaC NLI model", ("SummaC-ZS", "SummaC-Conv")),
            "summac_conv_weights": ("SummaC-Conv head", ("SummaC-Conv",))}
 _SYSTEM_ORDER = ["model", "task", "prompt", "_dense", "method", "_nm", "sparsity", "structure"]
-
-
-def is_demo(ctx: ReportContext) -> bool:
-    return ctx.store.read_study_raw().get("demo") is True
 
 
 def setting_table(ctx: ReportContext) -> pd.DataFrame:
@@ -200,7 +197,7 @@ def report_section(ctx: ReportContext) -> ReportSection | None:
     marks = _marks(ctx, table)
     text = [f"{DEMO_BANNER}: a synthetic news task whose every fact is known, a summarizer and "
             "scorer models trained here in minutes; the numbers show what prunescope measures, "
-            "not how real LLMs behave."] if is_demo(ctx) else []
+            "not how real LLMs behave."] if is_demo(ctx.store.read_study_raw()) else []
     text.append("Ground truth per summary: hallucinated when it states a fact absent from or "
                 "contradicting its document (gt_hallucination); fact recall is the share of the "
                 "document's key facts it states (a model that says nothing hallucinates nothing, "

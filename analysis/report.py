@@ -1,5 +1,7 @@
-"""Write a run's report: ``report.md``, a self-contained ``report.html``, every table as CSV
-and LaTeX (booktabs) and the figures, all under the run's report folder (``RunStore``).
+"""Write a run's report: ``report.md``, a self-contained ``report.html`` (first screen: what
+the run is, headline findings from the statistics, the key figure), ``summaries.html`` (the
+side-by-side summaries viewer, ``analysis.viewer``), every table as CSV and LaTeX (booktabs)
+and the figures, all under the run's report folder (``RunStore``).
 
 The report is a list of sections from ``SECTION_PROVIDERS``; each provider receives the
 report's one ``ReportContext`` (store, analysis settings, risk-ratio table, the run's scores)
@@ -14,9 +16,12 @@ from pathlib import Path
 from analysis import cost, human_eval, recovery, standard_quality, validity_section
 from analysis import findings, seed_section
 from analysis import run_sections as rs
-from analysis.render import latex_table, to_html, to_markdown
+from analysis.headlines import headlines
+from analysis.overview import run_overview
+from analysis.render import FirstScreen, latex_table, to_html, to_markdown
 from analysis.risk import risk_table
-from analysis.sections import ReportContext
+from analysis.sections import Figure, ReportContext, ReportSection
+from analysis.viewer import write_viewer
 from analysis.validity_section import attach_flags, run_validity
 from harness import atomic
 
@@ -27,6 +32,9 @@ SECTION_PROVIDERS = [
     rs.sparsity_section, cost.report_section, human_eval.report_section, rs.summaries_section,
     rs.provenance_section,
 ]
+# The figure the first screen shows: the first of these the report draws (the seed-pooled
+# ratio sweep of analysis.findings, else analysis.figures.ratios_with_ci).
+KEY_FIGURES = ("risk_ratio_vs_sparsity", "risk_ratios_ci")
 
 
 def report_context(run_dir: str | Path, definition: str | None = None, threshold: float | None = None,
@@ -62,10 +70,19 @@ def write_context(ctx: ReportContext) -> Path:
             stem = _slug(f"{section.title} {caption}")
             atomic.write_with(tables / f"{stem}.csv", lambda p, t=table: t.to_csv(p, index=False))
             atomic.write_text(tables / f"{stem}.tex", latex_table(caption, table, section.sources))
-    title = f"prunescope report: {ctx.store.root.resolve().name}"
-    atomic.write_text(out / "report.md", to_markdown(title, sections))
-    atomic.write_text(out / "report.html", to_html(title, sections))
+    overview = run_overview(ctx)
+    viewer = write_viewer(ctx)
+    first = FirstScreen(overview.banner, overview.facts, headlines(ctx.risk), _key_figure(sections),
+                        [(viewer.name, "Read the summaries side by side (summaries viewer)")])
+    atomic.write_text(out / "report.md", to_markdown(overview.title, sections, first))
+    atomic.write_text(out / "report.html", to_html(overview.title, sections, first))
     return out / "report.html"
+
+
+def _key_figure(sections: list[ReportSection]) -> Figure | None:
+    """The first of ``KEY_FIGURES`` the report draws, else its first figure."""
+    found = [f for s in sections for f in s.figures]
+    return next((f for name in KEY_FIGURES for f in found if f.name == name), found[0] if found else None)
 
 
 def _slug(text: str, limit: int = 60) -> str:

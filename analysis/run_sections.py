@@ -91,7 +91,8 @@ sparsity_section = _table_section(
 summaries_section = _table_section(
     "Example summaries", "Generated summaries",
     "The first documents (by id) of each task, summarized by every system; long summaries "
-    "are cut at 300 characters.",
+    "are cut at 300 characters. Every document, beside its source and reference and with "
+    "unsupported words and facts marked: summaries.html (the summaries viewer).",
     tables.summaries_table)
 
 

@@ -33,8 +33,10 @@ QUESTIONS = {
 }
 BETTER_QUESTIONS = {"q4_alignment"}
 ANSWERS = ("A", "B", "tie")
-# Columns that tie an answer row to its batch; article and summaries are for reading only.
-ID_COLUMNS = ("batch_id", "batch_hash", "annotator", "item_id")
+# Columns that tie an answer row to its batch and its item; article and summaries are for
+# reading only. ``item_hash`` (``Item.content_hash``) travels with the row's texts, so a row
+# whose item_id was changed (a column sorted on its own, a row from another batch) is caught.
+ID_COLUMNS = ("batch_id", "batch_hash", "annotator", "item_id", "item_hash")
 
 
 class BatchError(PrunescopeError):
@@ -54,6 +56,11 @@ class Item(FrozenModel):
     article: str
     summary_a: str
     summary_b: str
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the item's article and summaries: what its answer row must carry."""
+        return content_key({"article": self.article, "summary_a": self.summary_a, "summary_b": self.summary_b})
 
 
 class Batch(FrozenModel):

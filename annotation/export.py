@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotation.batch import (GUIDELINES, QUESTIONS, Batch, BatchError, BatchKey, Item, batch_dir, batch_hash,
-                              guidelines_version)
+                              guidelines_version, load_batch, load_key)
 from annotation.formats import FORMATS, LABEL_STUDIO_CONFIG, file_name, label_studio_config, write_annotator_file
 from harness import atomic
 from harness.hashing import content_key
@@ -132,8 +132,9 @@ def _export_pair(run_dir, system: System, baseline: System, n, annotators, overl
                    system_cells={t: c.key for t, c in system.cells.items()},
                    baseline_cells={t: c.key for t, c in baseline.cells.items()}, a_is=a_is)
     directory = batch_dir(run_dir, batch_id)
-    atomic.write_json(directory / "key" / "key.json", key.model_dump(mode="json"))
-    atomic.write_json(directory / "batch.json", batch.model_dump(mode="json"))
+    if not _exported_before(directory, batch, key):
+        atomic.write_json(directory / "key" / "key.json", key.model_dump(mode="json"))
+        atomic.write_json(directory / "batch.json", batch.model_dump(mode="json"))
     export = directory / "export"
     for annotator in annotators:
         write_annotator_file(export / file_name(annotator, fmt), batch, annotator, fmt)
@@ -142,6 +143,23 @@ def _export_pair(run_dir, system: System, baseline: System, n, annotators, overl
     if fmt == "labelstudio":
         atomic.write_text(export / LABEL_STUDIO_CONFIG, stamp + label_studio_config())
     return directory
+
+
+def _exported_before(directory: Path, batch: Batch, key: BatchKey) -> bool:
+    """Whether this batch was exported before, intact. Its batch and key are never rewritten:
+    annotators hold files made from them, so a damaged or different one is a BatchError."""
+    if not directory.exists():
+        return False
+    for path, record, load in ((directory / "batch.json", batch, load_batch), (directory / "key" / "key.json", key, load_key)):
+        try:
+            stored = load(directory)
+        except BatchError as exc:
+            raise BatchError(f"{exc}; this batch was exported before and annotators may hold its files: "
+                             f"restore {path.name} from a backup, or move {directory} aside to export anew") from None
+        if stored != record:
+            raise BatchError(f"{path}: differs from what this export computes; move {directory} aside to "
+                             "export anew") from None
+    return True
 
 
 def stratified_sample(docs: dict[str, list[str]], n: int, seed: int) -> list[tuple[str, str]]:

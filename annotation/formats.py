@@ -1,7 +1,8 @@
 """Annotator files in three formats (CSV, JSONL, Label Studio), written and read back.
 
-Every row of every format carries ``batch_id``, ``batch_hash``, ``annotator`` and ``item_id``,
-so a file identifies its batch and its annotator whatever it is renamed to. Readers return the
+Every row of every format carries ``batch_id``, ``batch_hash``, ``annotator``, ``item_id`` and
+``item_hash``, so a file identifies its batch and its annotator whatever it is renamed to, and
+each row the item whose article and summaries it was written with. Readers return the
 raw rows with where each came from ("line 7", "task 3"); ``annotation.importer`` validates.
 A file written by the simulator carries ``simulated`` = true in every row.
 
@@ -66,7 +67,7 @@ def write_annotator_file(path: Path, batch: Batch, annotator: str, fmt: str,
     for item_id in batch.assignment[annotator]:
         item = items[item_id]
         row = {"batch_id": batch.batch_id, "batch_hash": batch.content_hash, "annotator": annotator,
-               "item_id": item_id, "article": item.article, "summary_a": item.summary_a,
+               "item_id": item_id, "item_hash": item.content_hash, "article": item.article, "summary_a": item.summary_a,
                "summary_b": item.summary_b}
         row.update({column: (answers or {}).get(item_id, {}).get(column, "")
                     for column in (*QUESTIONS, "comment")})

@@ -8,6 +8,7 @@ replacement is recorded in ``annotation/<batch-id>/imports/log.jsonl``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,6 +88,8 @@ def import_answers(run_dir: str | Path, files: list[str | Path]) -> ImportResult
     if problems:
         raise AnnotationImportError(f"{len(problems)} problem(s); nothing was imported:\n"
                                     + "\n".join(f"  {p}" for p in problems))
+    for batch_id in sorted({stored.batch_id for stored in parsed}):
+        read_imports(batch_dir(run_dir, batch_id))  # damaged earlier imports: refuse before writing
     return ImportResult([_store(run_dir, stored) for stored in parsed])
 
 
@@ -108,7 +111,7 @@ def validate_file(raw: RawFile, batches: dict[str, Batch]) -> tuple[StoredAnswer
         return None, [f"{first.where}: annotator {annotator!r} is not an annotator of {batch_id} "
                       f"(annotators: {', '.join(batch.annotators)})"]
     assigned = set(batch.assignment[annotator])
-    all_items = batch.item_ids()
+    items_by_id = {item.item_id: item for item in batch.items}
     items: dict[str, Answer] = {}
     first_seen: dict[str, str] = {}
     simulated = set()
@@ -125,8 +128,13 @@ def validate_file(raw: RawFile, batches: dict[str, Batch]) -> tuple[StoredAnswer
                 problems.append(f"{where}: {column} {v[column]!r} differs from {what} ({expected!r})"
                                 + ("; the file comes from a different export" if column == "batch_hash" else ""))
         item_id = v["item_id"]
-        if item_id not in all_items:
+        if item_id not in items_by_id:
             problems.append(f"{where}: item_id {item_id!r} is not an item of {batch_id}")
+            continue
+        if v["item_hash"] != items_by_id[item_id].content_hash:
+            problems.append(f"{where}: item_hash {v['item_hash']!r} is not the hash of item {item_id!r}'s article "
+                            "and summaries: the row's texts belong to another item (an item_id column sorted "
+                            "on its own, or a row from another batch?)")
             continue
         if item_id not in assigned:
             problems.append(f"{where}: item {item_id!r} is not assigned to annotator {annotator!r}")
@@ -160,7 +168,17 @@ def validate_file(raw: RawFile, batches: dict[str, Batch]) -> tuple[StoredAnswer
 
 
 def read_imports(directory: Path) -> dict[str, StoredAnswers]:
-    """Stored answers of a batch folder, by annotator."""
+    """Stored answers of a batch folder, by annotator; a damaged answers file or import log
+    is a BatchError naming it (answers cannot be recomputed: re-import the annotator's file)."""
+    log = directory / "imports" / "log.jsonl"
+    if log.exists():
+        for number, line in enumerate(log.read_bytes().split(b"\n"), 1):
+            try:
+                if line:
+                    json.loads(line)
+            except ValueError:
+                raise BatchError(f"{log}: line {number}: damaged import log entry; restore the file "
+                                 "from a backup (or remove that line) before importing") from None
     out = {}
     for path in sorted((directory / "imports").glob("*.json")):
         try:

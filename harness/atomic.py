@@ -1,7 +1,8 @@
 """Atomic artifact writes: write to a temporary file in the same folder, fsync, rename.
 
 A writer killed at any point leaves either the previous file or the complete new one, never
-a truncated artifact. Every stage writes through these functions.
+a truncated artifact. Every stage writes through these functions. Files and folders get the
+permissions the process's umask gives (``tempfile`` would leave them private: 0600/0700).
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def umask() -> int:
+    """The process's current umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 @contextmanager
 def atomic_path(path: str | Path):
@@ -27,6 +34,7 @@ def atomic_path(path: str | Path):
         yield Path(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -71,6 +79,7 @@ def write_dir(path: str | Path, writer: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         writer(tmp)
+        _honour_umask(tmp)
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
@@ -80,6 +89,13 @@ def write_dir(path: str | Path, writer: Callable[[Path], None]) -> None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _honour_umask(folder: Path) -> None:
+    """Give a folder written through temporary files the modes the umask asks for."""
+    mask = umask()
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _jsonable(obj):

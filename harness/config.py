@@ -244,6 +244,13 @@ class StudyConfig(Section):
                                  f"of this study (choose from {folders})")
             if not folders:
                 raise ValueError(f"recover[{i}]: a recover spec needs at least one prune spec to recover")
+        from harness.generation.prompts import INSTRUCTIONS  # deferred: harness.generation imports this module
+
+        known = [*INSTRUCTIONS, *(t for t in self.generation.templates if t not in INSTRUCTIONS)]
+        for i, prompt in enumerate(self.prompts):
+            if prompt not in known:
+                raise ValueError(f"prompts[{i}]: unknown prompt {prompt!r}; choose from {', '.join(known)} "
+                                 "or define it under generation.templates")
         for name in self.scoring.metrics:
             for setting in metric_registry.get(name).settings:
                 if getattr(self.scoring, setting) is None:
@@ -258,6 +265,8 @@ def load_study(path: str | Path) -> StudyConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -281,7 +290,12 @@ def _describe(exc: ValidationError, source) -> str:
         msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        named = re.match(r"(\w+(?:\.\w+)?) (?:must|needs|cannot)", msg)
+        field_first = re.match(r"([\w.\[\]]+): (.*)", msg, re.S)
+        if not loc and field_first:  # a study-level check naming its field first ("prompts[0]: ...")
+            loc, msg = field_first.groups()
+            named = None
+        else:
+            named = re.match(r"(\w+(?:\.\w+)?) (?:must|needs|cannot)", msg)
         if named:  # a dataclass check naming its field ("rank", or "lora.rank" seen from above)
             field = named.group(1).rpartition(".")[2] if loc else named.group(1)
             if not loc.endswith(field):

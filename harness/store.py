@@ -111,6 +111,15 @@ class RunStore:
         except (OSError, yaml.YAMLError) as exc:
             raise ArtifactError(f"{self.study_yaml}: cannot read: {exc}") from None
 
+    def read_study_name(self) -> str | None:
+        """The ``name`` of the study this run folder was made for (None without study.yaml)."""
+        if not self.study_yaml.exists():
+            return None
+        raw = self.read_study_raw()
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise ArtifactError(f"{self.study_yaml}: name: missing (is the file damaged?)")
+        return raw["name"]
+
     # --- cells -------------------------------------------------------------------------
     def cell_path(self, cell_key: str) -> Path:
         """The cell's CellInfo (model, prune spec, task, prompt, baseline key)."""
@@ -274,7 +283,10 @@ class RunStore:
     def read_manifest(self) -> dict:
         if not self.manifest_path.exists():
             return {"provenance": {}, "cells": {}}
-        return json.loads(self.manifest_path.read_text())
+        manifest = _read_json(self.manifest_path)
+        if not isinstance(manifest, dict):
+            raise ArtifactError(f"{self.manifest_path}: expected a JSON object")
+        return manifest
 
     def update_manifest(self, **sections) -> dict:
         """Merge top-level sections (dicts are merged one level deep) and write atomically."""
@@ -385,6 +397,8 @@ def read_record(path: Path, model: type[BaseModel], error: type[PrunescopeError]
         return model.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{path}: {missing}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); the file is damaged") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"

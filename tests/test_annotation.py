@@ -394,12 +394,18 @@ def test_simulated_answers_are_labelled_through_to_the_report(run):
     assert prefs.loc["q3_repetition", "system_worse"] > prefs.loc["q3_repetition", "baseline_worse"]
 
 
-def test_cli_export_import_agreement(tmp_path, capsys):
+def make_cli_run(tmp_path: Path) -> Path:
+    """``tmp_path/run``: a one-task run with the study.yaml the annotate commands read."""
     root = tmp_path / "run"
     make_run(root, tasks=("demo",))
     (tmp_path / "m").mkdir()
     (root / "study.yaml").write_text(f"name: s\nmodels: [{{name: {MODEL}, path: {tmp_path / 'm'}}}]\n"
                                      "tasks: [{name: demo}]\nscoring: {metrics: [rouge]}\n")
+    return root
+
+
+def test_cli_export_import_agreement(tmp_path, capsys):
+    root = make_cli_run(tmp_path)
     assert main(["annotate", "export", str(root), "--n", "6", "--annotators", "x,y", "--format", "jsonl",
                  "--pair", "wanda-0.5,dense"]) == 0
     export_dir = Path(capsys.readouterr().out.strip())

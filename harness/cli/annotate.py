@@ -1,5 +1,8 @@
 """`prunescope annotate`: export blinded batches, import answers, compute agreement."""
 
+from harness.cli._types import config_field
+from harness.config import AnalysisConfig
+
 
 def register(sub) -> None:
     p = sub.add_parser("annotate", help="blinded human annotation: export batches, import answers, agreement")
@@ -30,7 +33,7 @@ def register(sub) -> None:
 
     a = verbs.add_parser("agreement", help="agreement statistics and preferences of imported answers")
     a.add_argument("run_dir")
-    a.add_argument("--bootstrap", type=int, default=1000)
+    a.add_argument("--bootstrap", type=config_field(AnalysisConfig, "bootstrap"), default=1000)
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=run_agreement)
 

@@ -1,26 +1,28 @@
 """`prunescope bench`: what pruning saves. `bench sparse`: sparse vs dense matrix products;
 `bench model RUN_DIR`: size and generation speed of each checkpoint of a run."""
 
+from harness.cli._types import at_least
+
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="sparse-vs-dense timings and per-checkpoint cost")
     kinds = p.add_subparsers(dest="bench", metavar="KIND", required=True)
 
     s = kinds.add_parser("sparse", help="dense vs COO/CSR (CPU) and 2:4 semi-structured (CUDA) products")
-    s.add_argument("--n", type=int, default=1000, help="CPU matrices are n x n (default 1000)")
+    s.add_argument("--n", type=at_least(1), default=1000, help="CPU matrices are n x n (default 1000)")
     s.add_argument("--sparsities", default="0.5,0.9", help="comma-separated shares of zeros")
-    s.add_argument("--trials", type=int, default=5, help="timed runs per kernel; the median is shown")
+    s.add_argument("--trials", type=at_least(1), default=5, help="timed runs per kernel; the median is shown")
     s.add_argument("--config", default="llama-7b",
                    help="config.json whose Linear shapes the CUDA 2:4 run times (default: llama-7b)")
-    s.add_argument("--tokens", type=int, default=2048, help="input rows of each CUDA Linear")
-    s.add_argument("--threads", type=int, default=1,
+    s.add_argument("--tokens", type=at_least(1), default=2048, help="input rows of each CUDA Linear")
+    s.add_argument("--threads", type=at_least(1), default=1,
                    help="CPU threads for every kernel (default 1: like for like; 0: library defaults)")
     s.set_defaults(func=run_sparse)
 
     m = kinds.add_parser("model", help="size, non-zeros and throughput of each checkpoint of a run")
     m.add_argument("run_dir")
-    m.add_argument("--max-new-tokens", type=int, default=32)
-    m.add_argument("--trials", type=int, default=1)
+    m.add_argument("--max-new-tokens", type=at_least(1), default=32)
+    m.add_argument("--trials", type=at_least(1), default=1)
     m.set_defaults(func=run_model)
 
 

@@ -1,6 +1,7 @@
 """`prunescope demo`: the demo study end to end on built-in tiny models trained on the
 synthetic facts task (``harness.runner.demo.run_demo``)."""
 
+from harness.cli._types import at_least
 from harness.runner import demo as _demo
 
 
@@ -8,7 +9,7 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="run the demo study on built-in tiny models trained here "
                                     "(offline; about 3 minutes once the models are trained)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    p.add_argument("--documents", type=int, default=_demo.DOCUMENTS,
+    p.add_argument("--documents", type=at_least(1), default=_demo.DOCUMENTS,
                    help=f"facts documents per system (default: {_demo.DOCUMENTS})")
     p.add_argument("--family", choices=tuple(_demo.FAMILIES), default="llama",
                    help="the summarizer family (default: llama)")

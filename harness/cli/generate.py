@@ -1,8 +1,8 @@
 """`prunescope generate`: summaries of a task's documents from one checkpoint
 (``harness.generation.generate_cell``)."""
 
-
-from harness.config import GenerationConfig
+from harness.cli._types import at_least, config_field
+from harness.config import GenerationConfig, TaskConfig
 from harness.generation.prompts import INSTRUCTIONS
 
 
@@ -11,11 +11,11 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="checkpoint directory")
     p.add_argument("--task", required=True, help="task name")
     p.add_argument("--data", default=None, help="local data file for the task")
-    p.add_argument("--limit", type=int, default=None, help="first N documents")
+    p.add_argument("--limit", type=config_field(TaskConfig, "limit"), default=None, help="first N documents")
     p.add_argument("--backend", default=GenerationConfig().backend, choices=["vllm", "hf"])
     p.add_argument("--prompt", default="A", choices=sorted(INSTRUCTIONS), help="the reference study's prompt id")
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    p.add_argument("--max-new-tokens", type=config_field(GenerationConfig, "max_new_tokens"), default=None)
+    p.add_argument("--max-model-len", type=at_least(1), default=None, help="context length (default: the model's)")
     p.add_argument("--dtype", default=None, help="auto (default: the checkpoint's), float32, bfloat16, float16")
     p.add_argument("--chat-family", default="auto", choices=["auto", "chat", "llama", "opt-iml", "none"])
     p.add_argument("--out", required=True, help="JSONL file to write (a .meta.json goes next to it)")

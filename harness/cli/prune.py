@@ -48,7 +48,10 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="where blocks are processed: auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="load dtype (auto: the checkpoint's)")
-    p.add_argument("--out", required=True, help="output checkpoint directory")
+    p.add_argument("--out", required=True, help="output checkpoint directory (new or empty, or a checkpoint "
+                   "of the same spec; never the --model folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace whatever --out holds (a file, another checkpoint, any folder)")
     p.set_defaults(func=run)
 
 
@@ -56,6 +59,7 @@ def run(args) -> int:
     import json
 
     from harness.pruning import prune_checkpoint
+    from harness.pruning.checkpoint import check_model_dir, check_out_dir
     from harness.pruning.structured.spec import parse_structured_args
 
     structured = None
@@ -72,6 +76,8 @@ def run(args) -> int:
                                     seqlen=args.seqlen, seed=args.seed),
         structured=structured,
     )
+    check_model_dir(args.model)
+    check_out_dir(args.model, args.out, spec, overwrite=args.overwrite)
     report = prune_checkpoint(args.model, spec, args.out, device=args.device, dtype=args.dtype)
     keys = ("method", "target_sparsity", "measured_sparsity", "nm_valid", "shape", "parameters", "wall_time_s")
     summary = {k: report[k] for k in keys if k in report}

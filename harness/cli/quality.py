@@ -1,6 +1,9 @@
 """`prunescope quality`: lm-eval tasks and standard-corpus perplexity of one checkpoint (a thin
 layer over ``harness.quality.stage.evaluate_checkpoint``)."""
 
+from harness.cli._types import config_field
+from harness.config import QualityConfig
+
 
 def register(sub) -> None:
     p = sub.add_parser("quality", help="zero-shot accuracy (lm-eval) and standard-corpus perplexity of a checkpoint")
@@ -11,10 +14,10 @@ def register(sub) -> None:
                    help="wikitext2 or c4, from PATH (JSON/JSONL/parquet/save_to_disk folder) or the datasets cache; repeat")
     p.add_argument("--backend", default="hf", choices=("hf", "vllm"))
     p.add_argument("--dtype", default="auto", help="auto (bf16 on a GPU, the checkpoint's own on the CPU), float32, ...")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-fewshot", type=int, default=None)
-    p.add_argument("--limit", type=int, default=None, help="documents per task (smoke runs only)")
-    p.add_argument("--seqlen", type=int, default=None, help="perplexity window (default: the model's context, at most 2048)")
+    p.add_argument("--batch-size", type=config_field(QualityConfig, "batch_size"), default=8)
+    p.add_argument("--num-fewshot", type=config_field(QualityConfig, "num_fewshot"), default=None)
+    p.add_argument("--limit", type=config_field(QualityConfig, "limit"), default=None, help="documents per task (smoke runs only)")
+    p.add_argument("--seqlen", type=config_field(QualityConfig, "seqlen"), default=None, help="perplexity window (default: the model's context, at most 2048)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="folder for quality.json (default: the checkpoint directory)")
     p.set_defaults(func=run)

@@ -1,6 +1,8 @@
 """`prunescope score`: score one generations file against its task's documents (metric
 choices from ``harness.scoring.registry``)."""
 
+from harness.cli._types import config_field
+from harness.config import ScoringConfig
 from harness.scoring import registry
 
 
@@ -22,7 +24,7 @@ def add_scorer_options(p) -> None:
     p.add_argument("--harim-model", default=None, help="seq2seq scorer path or hub id")
     p.add_argument("--nli-model", default=None, help="NLI model path or hub id")
     p.add_argument("--conv-weights", default=None, help="SummaC-Conv checkpoint (.bin)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=config_field(ScoringConfig, "batch_size"), default=None)
     p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--allow-downloads", action="store_true", help="let scorer models download from the hub")

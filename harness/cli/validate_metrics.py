@@ -1,7 +1,9 @@
 """`prunescope validate-metrics`: how well each hallucination metric detects the inconsistent
 claims of a labelled file (``harness.runner.validate.validate_metrics``)."""
 
+from harness.cli._types import at_least, config_field
 from harness.cli.score import add_scorer_options
+from harness.config import AnalysisConfig
 
 METRICS = "harim,summac_zs"
 
@@ -14,14 +16,14 @@ def register(sub) -> None:
     p.add_argument("--data", required=True,
                    help="claim file: records with document, claim, label (\"1\" consistent, "
                         "\"0\" inconsistent) and optionally cut (val/test)")
-    p.add_argument("--limit", type=int, default=None, help="read only the first N records")
+    p.add_argument("--limit", type=at_least(1), default=None, help="read only the first N records")
     p.add_argument("--out", default=None, help="folder to write (default: validate-metrics-<task>)")
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated among harim, summac_zs, summac_conv (default: {METRICS}, "
                         "plus summac_conv when --conv-weights is given)")
     p.add_argument("--hallucinated-label", default="0", choices=["0", "1"],
                    help="the label value of an inconsistent claim (default: 0, as in FactCC)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--bootstrap", type=config_field(AnalysisConfig, "bootstrap"), default=1000, help="bootstrap resamples for the CIs")
     p.add_argument("--seed", type=int, default=0)
     add_scorer_options(p)
     p.set_defaults(func=run)

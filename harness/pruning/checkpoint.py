@@ -2,7 +2,9 @@
 
 The output loads unchanged in transformers and vLLM: dense safetensors with zeros and no
 ``sparsity_config`` (current vLLM rejects one). It is written atomically, so a killed run
-leaves no half-written checkpoint.
+leaves no half-written checkpoint. The output folder is never the input model's own folder
+(or a folder holding it); ``check_out_dir`` also refuses to replace anything but a checkpoint
+of the same spec unless told to overwrite.
 """
 
 from __future__ import annotations
@@ -14,12 +16,67 @@ import torch
 
 from harness.atomic import write_dir
 from harness.devices import resolve_device
+from harness.errors import PrunescopeError
 from harness.pruning import registry
 from harness.pruning.calibration import load_calibration
 from harness.pruning.driver import find_blocks, prune
 from harness.pruning.spec import PruneSpec
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
+
+
+def check_model_dir(model_dir) -> Path:
+    """``model_dir`` as a Path if it holds a Hugging Face model (a config.json with a
+    ``model_type`` and weights), else a PrunescopeError naming what is missing."""
+    model_dir = Path(model_dir)
+    config = model_dir / "config.json"
+    if not model_dir.is_dir():
+        raise PrunescopeError(f"{model_dir}: no such model folder")
+    if not config.is_file():
+        raise PrunescopeError(f"{model_dir}: not a model folder (no config.json)")
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, AttributeError) as exc:
+        raise PrunescopeError(f"{config}: not a JSON model config ({exc})") from None
+    if not model_type:
+        raise PrunescopeError(f"{config}: model_type: missing; not a Hugging Face model config")
+    if not any(any(model_dir.glob(pattern)) for pattern in WEIGHT_FILES):
+        raise PrunescopeError(f"{model_dir}: not a model folder (no weights: {' or '.join(WEIGHT_FILES)})")
+    return model_dir
+
+
+def check_out_dir(model_dir, out_dir, spec: PruneSpec, *, overwrite: bool = False) -> None:
+    """Refuse (PrunescopeError) an output folder that would destroy something: the input
+    model's own folder or one holding it, always; a file, or a non-empty folder that is not
+    a prunescope checkpoint of the same ``spec`` (its sparsity.json), unless ``overwrite``."""
+    _refuse_model_folder(model_dir, out_dir)
+    out_dir = Path(out_dir).resolve()
+    if overwrite or not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise PrunescopeError(f"{out_dir}: --out is a file; choose a folder, or pass --overwrite to replace it")
+    if not any(out_dir.iterdir()):
+        return
+    try:
+        made_for = json.loads((out_dir / "sparsity.json").read_text(encoding="utf-8"))["spec"]
+    except (OSError, ValueError, KeyError, TypeError):
+        made_for = None
+    if made_for is None:
+        raise PrunescopeError(f"{out_dir}: --out is a non-empty folder that is not a prunescope checkpoint "
+                              "(no readable sparsity.json); choose another --out, or pass --overwrite to "
+                              "replace everything in it")
+    if made_for != json.loads(json.dumps(spec.to_dict())):
+        raise PrunescopeError(f"{out_dir / 'sparsity.json'}: spec: the folder holds a checkpoint of another "
+                              f"spec ({made_for.get('method')} {made_for.get('sparsity')} "
+                              f"{made_for.get('structure')}); choose another --out, or pass --overwrite")
+
+
+def _refuse_model_folder(model_dir, out_dir) -> None:
+    model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
+    if out_dir == model_dir or out_dir in model_dir.parents:
+        raise PrunescopeError(f"{out_dir}: the output folder is the input model's folder (or holds it); "
+                              "pruning would replace the dense model: choose another --out")
 
 
 def prune_checkpoint(model_dir, spec: PruneSpec, out_dir, *, device="auto", dtype: str = "auto",
@@ -36,7 +93,8 @@ def prune_checkpoint(model_dir, spec: PruneSpec, out_dir, *, device="auto", dtyp
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    model_dir, out_dir = check_model_dir(model_dir), Path(out_dir)
+    _refuse_model_folder(model_dir, out_dir)
     device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto" if dtype == "auto" else getattr(torch, dtype))

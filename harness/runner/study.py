@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config import StudyConfig, load_study
+from harness.errors import PrunescopeError, read_text
 from harness.models import downloads_allowed
 from harness.runner import stages
 from harness.runner.executors import EXECUTORS, Outcome
@@ -45,14 +46,19 @@ def run_dir_for(study: StudyConfig, out: str | Path | None = None) -> Path:
 
 def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
               limit: int | None = None, stage: str | None = None, executor: str | None = None,
-              show_progress: bool = True, report: bool = True) -> RunResult:
+              show_progress: bool = True, report: bool = True, add: bool = False) -> RunResult:
     """Run (or resume) a study; complete cells are skipped, failed cells reported.
 
     ``stage`` runs one of ``prune``, ``quality``, ``generate``, ``score``, ``report`` alone;
     ``report=False`` leaves the report for later (e.g. after an annotation round). A study
-    with quality tasks is refused before any work when lm-eval is not installed."""
+    with quality tasks is refused before any work when lm-eval is not installed. A run
+    folder made for a study of another name, or a non-empty folder that is no run folder, is
+    refused unless ``add`` (``check_run_dir``)."""
     if not isinstance(study, StudyConfig):
         study = load_study(study)
+    if limit is not None and limit < 1:
+        raise PrunescopeError(f"limit must be at least 1 document per task (got {limit}); "
+                              "leave it out to run the whole study")
     if not downloads_allowed(study.allow_downloads):  # models and datasets: local files only
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     if stage is not None and stage not in STAGES:
@@ -63,6 +69,8 @@ def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
         check_available(study)
     store = RunStore(run_dir_for(study, out))
     result = RunResult(store.root)
+    if not add and store.root.is_dir():
+        check_run_dir(store, study)
     quiet_libraries()
     with store.lock():
         handler = _log_to(store.log_path)
@@ -75,13 +83,34 @@ def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
     return result
 
 
+def check_run_dir(store: RunStore, study: StudyConfig) -> None:
+    """Refuse to run ``study`` into a folder made for a study of another name, or into a
+    non-empty folder that is no run folder (PrunescopeError naming the folder; ``--add``
+    overrides). The same study with changed settings is a normal rerun."""
+    made_for = store.read_study_name()
+    if made_for is None:
+        others = sorted(p.name for p in store.root.iterdir() if p.name not in (".lock", store.log_path.name))
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise PrunescopeError(f"{store.root}: not empty ({shown}) and not a prunescope run folder "
+                                  f"(no {store.study_yaml.name}); choose another --out, or pass --add "
+                                  "to write the run into it")
+    elif made_for != study.name:
+        raise PrunescopeError(f"{store.study_yaml}: name: this run folder holds study {made_for!r}, not "
+                              f"{study.name!r}; choose another --out, or pass --add to add this study's "
+                              "cells to it")
+
+
 def _run_locked(store, study, result, limit, stage, executor, show_progress, report):
-    store.write_study(study)
-    store.update_manifest(provenance=provenance({"generation": study.generation.seed,
-                                                 "analysis": study.analysis.seed}))
     hashes = store.read_manifest().get("checkpoint_hashes", {})
     plan = plan_study(study, limit, hashes)
-    store.update_manifest(checkpoint_hashes=hashes)
+    text = _perplexity_text(study, plan)
+    if stage in (None, "prune"):
+        check_perplexity_text(study, plan, text, limit)
+    store.write_study(study)
+    store.update_manifest(provenance=provenance({"generation": study.generation.seed,
+                                                 "analysis": study.analysis.seed}),
+                          checkpoint_hashes=hashes)
     for name, data in plan.tasks.items():
         for problem in data.skipped:
             log.warning("task %s: record left out (on_bad_record: skip): %s", name, problem)
@@ -106,8 +135,7 @@ def _run_locked(store, study, result, limit, stage, executor, show_progress, rep
     if stage != "report":
         with _progress(len(plan.cells), f"{study.name} cells", show_progress) as bar:
             bars.append(bar)
-            ctx = stages.RunContext(store, study, plan.tasks, _perplexity_text(study, plan),
-                                    scorer_key(study.scoring), stage)
+            ctx = stages.RunContext(store, study, plan.tasks, text, scorer_key(study.scoring), stage)
             EXECUTORS[executor](ctx, plan, record=record, progress=bar.update)
     if report and stage in (None, "report"):
         try:
@@ -119,9 +147,29 @@ def _run_locked(store, study, result, limit, stage, executor, show_progress, rep
                 "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}))
 
 
+def check_perplexity_text(study: StudyConfig, plan: StudyPlan, text: str, limit: int | None) -> None:
+    """Refuse, before any work, a perplexity text shorter than one window of
+    ``perplexity.seqlen`` tokens for some model's tokenizer; the message says what to change."""
+    from transformers import AutoTokenizer
+
+    seqlen = study.perplexity.seqlen
+    for job in plan.checkpoints:
+        if job.spec is not None:
+            continue
+        tokens = len(AutoTokenizer.from_pretrained(job.dense_dir)(text, verbose=False)["input_ids"])
+        if tokens < seqlen:
+            source = (f"perplexity.text ({study.perplexity.text})" if study.perplexity.text is not None else
+                      f"the documents of task {study.tasks[0].name!r}"
+                      + (f" with --limit {limit}" if limit is not None else ""))
+            raise PrunescopeError(
+                f"perplexity.seqlen: {source}: {tokens} tokens for model {job.model!r}, fewer than one "
+                f"window of {seqlen}; set perplexity.seqlen to at most {tokens}, give a longer perplexity.text"
+                + (", or raise --limit" if limit is not None else ""))
+
+
 def _perplexity_text(study: StudyConfig, plan: StudyPlan) -> str:
     if study.perplexity.text is not None:
-        return Path(study.perplexity.text).read_text(encoding="utf-8")
+        return read_text(study.perplexity.text, "perplexity text")
     first = plan.tasks[study.tasks[0].name]
     return "\n\n".join(dict.fromkeys(r.document for r in first.records))
 
