@@ -94,7 +94,7 @@ def scorer_accuracy(ctx: ReportContext) -> pd.DataFrame:
         rows.append({"model": role, "scorer accuracy": round(float(report["accuracy"]), 3),
                      "chance": round(float(report["chance"]), 3), "measured as": report.get("accuracy_name", ""),
                      "learned": "yes" if report.get("learned") else
-                     "NO: at chance, FLAGGED (its numbers are not evidence)"})
+                     "NO: not above chance, FLAGGED (its numbers are not evidence)"})
     return pd.DataFrame(rows)
 
 

@@ -74,11 +74,11 @@ def test_sweep_figure_draws_nm_apart_from_unstructured():
 
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):
-    """The demo on a reduced grid: magnitude and Wanda at 50% and 80% and 2:4, two seeds."""
+    """The demo on a reduced grid: Wanda at 50% and 80% and 2:4, two seeds (7 checkpoints)."""
     from harness.runner.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo") / "run"
-    result = run_demo(out, documents=40, show_progress=False, methods=("magnitude", "wanda"),
+    result = run_demo(out, documents=30, show_progress=False, methods=("wanda",),
                       sparsities=(0.5, 0.8), structures=("2:4",), seeds=(0, 1))
     assert not result.failed and result.report is not None
     return out
@@ -103,10 +103,9 @@ def test_small_demo_findings_match_the_scores(small_demo):
     gt = _gt(store)
     table = pd.read_csv(next(store.report_subdir("tables").glob("findings_against_the_ground_truth_ground*.csv")))
     rows = table.set_index("system")
-    assert list(rows.index) == ["dense", "magnitude-0.5", "magnitude-0.8", "magnitude-2:4",
-                                "wanda-0.5", "wanda-0.8", "wanda-2:4"]
-    assert rows.loc["wanda-0.8", "seeds"] == 2 and rows.loc["magnitude-0.8", "seeds"] == 1
-    for system in ("dense", "magnitude-0.8", "wanda-0.8"):
+    assert list(rows.index) == ["dense", "wanda-0.5", "wanda-0.8", "wanda-2:4"]
+    assert rows.loc["wanda-0.8", "seeds"] == 2 and rows.loc["dense", "seeds"] == 1
+    for system in ("dense", "wanda-0.5", "wanda-0.8"):
         mine = gt[gt["setting"] == system]
         by_seed = mine.groupby("seed", dropna=False)["gt_hallucination"].mean()
         shown = rows.loc[system, "hallucination rate [95% CI]"]
@@ -126,7 +125,7 @@ def test_small_demo_annotators_read_the_truth(small_demo):
     store = RunStore(small_demo)
     gt = _gt(store).set_index(["cell", "doc_id"])
     batches = list_batches(small_demo)
-    assert len(batches) == 3  # magnitude-0.8, wanda-0.8 and wanda-2:4 against dense
+    assert len(batches) == 2  # wanda-0.8 and wanda-2:4 (seed 0) against dense
     directory = batch_dir(small_demo, batches[0])
     batch, key = load_batch(directory), load_key(directory)
     expected = json.loads((directory / "simulated" / "expected.json").read_text())
@@ -141,7 +140,7 @@ def test_small_demo_annotators_read_the_truth(small_demo):
         agree.append(np.mean([s.items[item.item_id].answers["q1_hallucination"] == truth
                               for s in stored.values()]))
     # each answer is the truth, except with probability 0.2 a uniform choice among 3
-    assert np.mean(agree) == pytest.approx(1 - 0.2 * 2 / 3, abs=0.12)
+    assert np.mean(agree) == pytest.approx(1 - 0.2 * 2 / 3, abs=0.15)
     for question in QUESTIONS:
         shares = expected["questions"][question]["truth_shares"]
         assert expected["questions"][question]["expected_kappa"] == pytest.approx(expected_kappa(shares, 0.2))
