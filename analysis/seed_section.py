@@ -36,7 +36,8 @@ def per_seed_table(ctx: ReportContext) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     order = table["metric"].map({m: i for i, m in enumerate(risk_metrics())})
-    table = table.assign(_o=order).sort_values(["model", "task", "prompt", "_o"], kind="stable").drop(columns="_o")
+    table = (table.assign(_o=order).sort_values(["model", "task", "prompt", "_o", "system"], kind="stable")
+             .drop(columns="_o"))
     return _drop_constant(table, ["model", "task", "prompt"])
 
 
