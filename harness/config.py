@@ -80,6 +80,9 @@ class GenerationConfig(Section):
     seed: int = 0
     batch_size: int = Field(default=8, ge=1)  # transformers backend only
     engine: EngineOptions = Field(default_factory=EngineOptions)
+    # model: one engine per model (and tensor shapes), checkpoints swapped in; checkpoint or
+    # cell: a fresh engine for each (slower; for comparisons). Never changes a result.
+    engines: Literal["model", "checkpoint", "cell"] = "model"
     templates: dict[str, str] = Field(default_factory=dict)  # custom prompt id -> instruction
 
 
@@ -207,7 +210,9 @@ class StudyConfig(Section):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     executor: Literal["local", "ray"] = "local"
-    num_gpus_per_cell: float = Field(default=0, ge=0)
+    # GPUs each Ray task (a model's engine, pruning, scoring) asks for; None: 1 when the
+    # cluster has GPUs, else 0
+    num_gpus_per_cell: float | None = Field(default=None, ge=0)
     keep_checkpoints: bool = True
     allow_downloads: bool = False  # hub downloads happen only when true and HF_HUB_OFFLINE unset
 
@@ -309,13 +314,32 @@ def is_task_file(task: str) -> bool:
     return task.endswith((".yaml", ".yml"))
 
 
+BUILTIN = "builtin:tiny-"  # a model path naming a built-in tiny model (examples/demo-small.yaml)
+
+
+def builtin_model(value: str, where: str) -> str:
+    """``builtin:tiny-NAME`` -> the folder of the tiny model NAME (``harness.tiny_models``,
+    built on first use); any other value unchanged. ``where`` names the field in errors."""
+    if not str(value).startswith(BUILTIN):
+        return value
+    from harness.tiny_models import NAMES, tiny_model
+
+    name = str(value)[len(BUILTIN):]
+    if name not in NAMES:
+        raise ConfigError(f"{where}: {value!r}: no built-in tiny model {name!r}; choose from "
+                          f"{', '.join(BUILTIN + n for n in NAMES)}")
+    return str(tiny_model(name))
+
+
 def _resolve_paths(study: StudyConfig, base: Path, source) -> StudyConfig:
     def resolve(p: Path | None) -> Path | None:
         return None if p is None else (p if p.is_absolute() else (base / p).resolve())
 
+    study.scoring.harim_model = builtin_model(study.scoring.harim_model, f"{source}: scoring.harim_model")
+    study.scoring.nli_model = builtin_model(study.scoring.nli_model, f"{source}: scoring.nli_model")
     for i, model in enumerate(study.models):
         if model.path is not None:
-            model.path = resolve(model.path)
+            model.path = resolve(Path(builtin_model(str(model.path), f"{source}: models[{i}].path")))
             if not model.path.exists():
                 raise ConfigError(f"{source}: models[{i}].path: no such directory: {model.path}")
     for i, spec in enumerate(study.prune):

@@ -13,8 +13,7 @@ from transformers import AutoTokenizer
 from harness.config import GenerationConfig
 from harness.errors import PrunescopeError
 from harness.records import RecordError
-from harness.generation import (GenerationError, GenerationWorkerError, generate_cell,
-                                generate_cell_in_subprocess, meta_path, read_generations)
+from harness.generation import GenerationError, generate_cell, meta_path, read_generations
 from harness.generation.backends import padding_token_id
 from harness.generation.prompts import (INSTRUCTIONS, SYSTEM_MESSAGE, PromptError, prompt_template,
                                         render_ids, resolve_layout)
@@ -159,22 +158,6 @@ def test_pad_token_falls_back_to_eos(opt_path):
     tokenizer = AutoTokenizer.from_pretrained(opt_path)
     tokenizer.pad_token = None
     assert padding_token_id(tokenizer) == tokenizer.eos_token_id
-
-
-def test_cell_in_subprocess_matches_in_process_and_reports_errors(llama_path, tmp_path):
-    documents = DOCUMENTS[:2]
-    cfg = config("hf", max_new_tokens=4)
-    child = generate_cell_in_subprocess(llama_path, documents, "B", cfg, identity("tiny"),
-                                        tmp_path / "c.jsonl")
-    here = generate_cell(llama_path, documents, "B", cfg, identity("tiny"), tmp_path / "h.jsonl")
-    assert child == here
-    with pytest.raises(PrunescopeError, match="unknown prompt id"):
-        generate_cell_in_subprocess(llama_path, documents, "Q", cfg, identity("tiny"), tmp_path / "q.jsonl")
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "config.json").write_text("{not json")
-    with pytest.raises(GenerationWorkerError, match="(?s)status 1.*Traceback"):
-        generate_cell_in_subprocess(broken, documents, "B", cfg, identity("tiny"), tmp_path / "b.jsonl")
 
 
 def test_both_backends_stop_at_the_generation_config_stop_ids(llama_path, vllm_engine, tmp_path):

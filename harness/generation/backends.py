@@ -7,12 +7,15 @@ temperature. Heavy libraries are imported only when a backend is built.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from harness.config import EngineOptions, GenerationConfig
 from harness.errors import PrunescopeError
+
+log = logging.getLogger("prunescope")
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class Backend(Protocol):
     name: str
     context_length: int
 
-    def generate(self, prompts: list[list[int]]) -> list[Output]: ...
+    def generate(self, prompts: list[list[int]], progress=None) -> list[Output]:
+        """Outputs in prompt order; ``progress(n)`` is called as ``n`` more prompts finish."""
 
 
 def sampling_settings(config: GenerationConfig) -> dict:
@@ -107,7 +111,7 @@ class VLLMBackend:
 
             self.lora_request = LoRARequest(Path(adapter).name, 1, str(adapter))
 
-    def generate(self, prompts: list[list[int]]) -> list[Output]:
+    def generate(self, prompts: list[list[int]], progress=None) -> list[Output]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -122,6 +126,8 @@ class VLLMBackend:
             if ids and ids[-1] in self.stop_ids and completion.finish_reason == "stop":
                 ids = ids[:-1]
             outputs.append(Output(ids, completion.finish_reason))
+        if progress:  # one call for the whole batch: its prompts finish together
+            progress(len(outputs))
         return outputs
 
 
@@ -151,11 +157,13 @@ class HFBackend:
         self.device = next(self.model.parameters()).device
         self.context_length = config.engine.max_model_len or model_context_length(model_dir)
 
-    def generate(self, prompts: list[list[int]]) -> list[Output]:
+    def generate(self, prompts: list[list[int]], progress=None) -> list[Output]:
         outputs = []
         size = self.config.batch_size
         for start in range(0, len(prompts), size):
             outputs.extend(self._batch(prompts[start:start + size]))
+            if progress:
+                progress(len(prompts[start:start + size]))
         return outputs
 
     def _batch(self, prompts: list[list[int]]) -> list[Output]:
@@ -177,6 +185,33 @@ class HFBackend:
             end = next((i for i, token in enumerate(row) if token in self.stop_ids), None)
             outputs.append(Output(row, "length") if end is None else Output(row[:end], "stop"))
         return outputs
+
+
+def build_backend(model_dir, config: GenerationConfig, llm=None, adapter: str | Path | None = None):
+    """The configured backend on ``model_dir`` (``llm``: a started vLLM engine to use), and
+    for a LoRA ``adapter`` which backend serves it: vLLM's LoRA layers, or, where the vLLM
+    engine refuses it, transformers + peft (a warning; the reason is returned)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    stop_ids = stop_token_ids(model_dir, tokenizer)
+    if config.backend == "hf":
+        served = {"served_by": "hf-peft"} if adapter is not None else {}
+        return HFBackend(model_dir, tokenizer, config, stop_ids, adapter), served
+    if adapter is None:
+        llm = llm if llm is not None else start_vllm(model_dir, config.engine, config.seed)
+        return VLLMBackend(llm, config, stop_ids), {}
+    try:
+        llm = llm if llm is not None else start_vllm(model_dir, config.engine, config.seed, adapter_rank(adapter))
+        backend = VLLMBackend(llm, config, stop_ids, adapter)
+        backend.generate([[padding_token_id(tokenizer)]])  # vLLM loads an adapter on first use
+        return backend, {"served_by": "vllm-lora"}
+    except Exception as exc:  # noqa: BLE001 - any refusal of vLLM's LoRA path: fall back, recorded
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        log.warning("vLLM could not serve the adapter %s (%s); using transformers + peft, unmerged",
+                    adapter, reason)
+        return HFBackend(model_dir, tokenizer, config, stop_ids, adapter), {"served_by": "hf-peft",
+                                                                            "fallback_reason": reason}
 
 
 def padding_token_id(tokenizer) -> int:

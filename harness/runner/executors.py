@@ -1,9 +1,10 @@
 """Executors: run a plan's stages locally (default) or as Ray tasks on a cluster.
 
-Both take the run's ``RunContext`` and the plan, call the same stage functions and return
-``Outcome``s; only the driver writes the
-manifest, so concurrent workers never race on it. A failed checkpoint or cell is recorded
-with its error and traceback and the others continue.
+Both take the run's ``RunContext`` and the plan and work model by model (prune its
+checkpoints, generate its cells with one engine per engine group, score them) through the
+same stage functions, returning ``Outcome``s; only the driver writes the manifest, so
+concurrent workers never race on it. A failed checkpoint or cell is recorded with its error
+and traceback and the others continue.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from harness.config import StudyConfig
 from harness.runner import freshness, stages
 from harness.runner.plan import CellJob, CheckpointJob, StudyPlan
 from harness.runner.stages import STAGES, RunContext
 
-__all__ = ["EXECUTORS", "STAGES", "Outcome", "cell_stages", "checkpoint_stage", "quality_stage", "run_local",
-           "run_ray"]
+__all__ = ["EXECUTORS", "STAGES", "ModelEngines", "Outcome", "checkpoint_stage", "generation_stage", "quality_stage",
+           "ray_gpus", "run_local", "run_ray", "score_stage"]
 
 
 @dataclass
@@ -61,52 +61,101 @@ def quality_stage(ctx: RunContext, job: CheckpointJob, ready) -> Outcome:
     return outcome
 
 
-def cell_stages(ctx: RunContext, cell: CellJob, ready, scorers) -> list[Outcome]:
-    """Generate then score one cell; ``ready`` is the checkpoint (None if it failed)."""
-    key, only = cell.info.key, ctx.only
-    outcomes = []
-    if only in (None, "generate"):
-        if ready is None and not freshness.generation_current(ctx.store, key):
-            return [Outcome(key, "generate", "blocked", details={"error": "its checkpoint failed"})]
-        outcome, _ = _attempt(key, "generate", lambda: (stages.ensure_generation(ctx, cell, ready), None))
-        outcomes.append(outcome)
-        if outcome.status == "failed":
-            return outcomes
-    if only in (None, "score"):
-        if not freshness.generation_current(ctx.store, key):
-            return outcomes + [Outcome(key, "score", "blocked", details={"error": "no generations yet"})]
-        outcome, _ = _attempt(key, "score", lambda: (stages.ensure_scores(ctx, cell, scorers), None))
-        outcome.details["scorer_key"] = ctx.scorer_key
-        outcomes.append(outcome)
+def generation_stage(ctx: RunContext, model: str, jobs: list[CheckpointJob], cells: list[CellJob],
+                     ready: dict) -> list[Outcome]:
+    """Generate a model's pending cells with one engine per engine group
+    (``harness.generation.generate_checkpoints``): an ``Outcome`` per cell (stage "generate",
+    with the engine that made it) and one per engine start (stage "engine", keyed by the
+    engine's id). ``ready``: checkpoint key -> ``ReadyCheckpoint`` (None: it failed)."""
+    from harness.generation import generate_checkpoints
+
+    requests, current, blocked = stages.generation_requests(ctx, jobs, cells, ready)
+    outcomes = [Outcome(c.info.key, "generate", "cached", details=_engine_record(ctx, c)) for c in current]
+    outcomes += [Outcome(c.info.key, "generate", "blocked", details={"error": why}) for c, why in blocked]
+
+    def relay(event: dict) -> None:
+        if event["type"] == "cell":
+            outcomes.append(Outcome(event["key"], "generate", event["status"], event["seconds"], event["details"]))
+        elif event["type"] == "engine":
+            details = {k: v for k, v in event.items() if k not in ("type", "engine")}
+            outcomes.append(Outcome(event["engine"], "engine", "started", event["engine_start_s"],
+                                    {**details, "model": model}))
+
+    if requests:
+        generation = cells[0].generation  # the model's settings (its dtype)
+        generate_checkpoints(model, requests, generation, relay, engines=generation.engines)
     return outcomes
 
 
+def _engine_record(ctx: RunContext, cell: CellJob) -> dict:
+    """The engine fields of a current cell's generation meta (the engine that made it stays
+    on record in the manifest)."""
+    import json
+
+    from harness.generation.serve import ENGINE_FIELDS
+
+    path = ctx.store.generation_meta_path(cell.info.key)
+    meta = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return {k: meta[k] for k in ENGINE_FIELDS if k in meta}
+
+
+def score_stage(ctx: RunContext, cell: CellJob, scorers) -> Outcome:
+    """Score one cell (blocked while its generations are not current)."""
+    key = cell.info.key
+    if not freshness.generation_current(ctx.store, key):
+        return Outcome(key, "score", "blocked", details={"error": "no generations yet"})
+    outcome, _ = _attempt(key, "score", lambda: (stages.ensure_scores(ctx, cell, scorers), None))
+    outcome.details["scorer_key"] = ctx.scorer_key
+    return outcome
+
+
 def run_local(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
-    """Checkpoint by checkpoint: prune it, then generate and score each of its cells."""
+    """Model by model: prune its checkpoints, generate all its cells with one engine per
+    engine group (in a worker process under vLLM, so its memory is free before scoring), then
+    score them."""
     scorers = _scorers(ctx.study)  # one set of scorer models for the whole study
-    for job in plan.checkpoints:
-        cells = plan.cells_of(job)
-        ready = None
-        if ctx.only != "score":  # scoring alone never prunes
-            outcome, ready = checkpoint_stage(ctx, job, _needs_weights(ctx, job, cells))
-            _record_for_cells(record, outcome, cells)
-        if _runs_quality(ctx):
-            _record_for_cells(record, quality_stage(ctx, job, ready), cells)
+    for model, jobs in plan.checkpoints_by_model().items():
+        cells = [c for job in jobs for c in plan.cells_of(job)]
+        ready = {}
+        for job in jobs:
+            job_cells = plan.cells_of(job)
+            if ctx.only != "score":  # scoring alone never prunes
+                outcome, ready[job.key] = checkpoint_stage(ctx, job, _needs_weights(ctx, job, job_cells))
+                _record_for_cells(record, outcome, job_cells)
+            if _runs_quality(ctx):
+                _record_for_cells(record, quality_stage(ctx, job, ready.get(job.key)), job_cells)
         if ctx.only in ("prune", "quality"):
             progress(len(cells))
             continue
-        for cell in cells:
-            for outcome in cell_stages(ctx, cell, ready, scorers):
+        stopped = set()  # cells whose generation failed or was blocked in this run
+        if ctx.only in (None, "generate"):
+            for outcome in generation_stage(ctx, model, jobs, cells, ready):
+                if outcome.status in ("failed", "blocked"):
+                    stopped.add(outcome.key)
                 record(outcome)
+        for cell in cells:
+            if ctx.only in (None, "score") and cell.info.key not in stopped:
+                record(score_stage(ctx, cell, scorers))
             progress(1)
-        for done in filter(None, (job, job.parent)):  # a parent waits for its recovered systems
-            _maybe_drop_weights(ctx, done, plan.cells_needing(done))
+        for job in jobs:
+            for done in filter(None, (job, job.parent)):  # a parent waits for its recovered systems
+                _maybe_drop_weights(ctx, done, plan.cells_needing(done))
+
+
+def ray_gpus(study: StudyConfig, cluster: dict) -> float:
+    """GPUs per Ray task and engine actor: ``num_gpus_per_cell`` if set, else 1 when the
+    cluster (``ray.cluster_resources()``) has GPUs (an engine per GPU: two vLLM engines at
+    their memory fraction do not fit one GPU), else 0."""
+    if study.num_gpus_per_cell is not None:
+        return study.num_gpus_per_cell
+    return 1 if cluster.get("GPU", 0) >= 1 else 0
 
 
 def run_ray(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
-    """One Ray task per checkpoint and one per cell (depending on its checkpoint's task), each
-    asking for ``num_gpus_per_cell`` GPUs. Connects to ``RAY_ADDRESS`` if set, else starts a
-    local Ray instance."""
+    """Per model: one Ray task per checkpoint to prune (and one for its quality stage), then
+    one actor that holds the model's engines and works through its checkpoints, then one task
+    that scores the model's cells (scorer models loaded once per task). Each asks for
+    ``ray_gpus`` GPUs. Connects to ``RAY_ADDRESS`` if set, else starts a local Ray instance."""
     import os
 
     import ray
@@ -114,46 +163,61 @@ def run_ray(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
-    gpus = ctx.study.num_gpus_per_cell
+    gpus = ray_gpus(ctx.study, ray.cluster_resources())
     prune_task = ray.remote(num_gpus=gpus)(checkpoint_stage)
     quality_task = ray.remote(num_gpus=gpus)(_ray_quality)
-    cell_task = ray.remote(num_gpus=gpus)(_ray_cell)
-    ckpt_refs = {}
-    for job in plan.checkpoints:
-        if ctx.only == "score":  # scoring alone never prunes
-            ckpt_refs[job.key] = ray.put((None, None))
-            continue
-        ckpt_refs[job.key] = prune_task.remote(ctx, job, _needs_weights(ctx, job, plan.cells_of(job)),
-                                               ckpt_refs[job.parent.key] if job.parent else None)
-    quality_refs = {job.key: quality_task.remote(ctx, job, ckpt_refs[job.key])
-                    for job in plan.checkpoints if _runs_quality(ctx)}
-    cell_refs = {}
-    if ctx.only not in ("prune", "quality"):
-        for cell in plan.cells:
-            cell_refs[cell.info.key] = cell_task.remote(ctx, cell, ckpt_refs[cell.checkpoint.key])
-    for job in plan.checkpoints:
-        outcome, _ = ray.get(ckpt_refs[job.key])
-        if outcome is not None:
-            _record_for_cells(record, outcome, plan.cells_of(job))
-        if job.key in quality_refs:
-            _record_for_cells(record, ray.get(quality_refs[job.key]), plan.cells_of(job))
-    for cell in plan.cells:
-        if cell.info.key in cell_refs:
-            for outcome in ray.get(cell_refs[cell.info.key]):
-                record(outcome)
-        progress(1)
-    for job in plan.checkpoints:
-        _maybe_drop_weights(ctx, job, plan.cells_needing(job))
+    engine_actor = ray.remote(num_gpus=gpus)(ModelEngines)
+    score_task = ray.remote(num_gpus=gpus)(_ray_score)
+    models = []
+    for model, jobs in plan.checkpoints_by_model().items():
+        cells = [c for job in jobs for c in plan.cells_of(job)]
+        pruned = {}
+        if ctx.only != "score":  # scoring alone never prunes
+            for job in jobs:
+                pruned[job.key] = prune_task.remote(ctx, job, _needs_weights(ctx, job, plan.cells_of(job)),
+                                                    pruned[job.parent.key] if job.parent else None)
+        quality = {job.key: quality_task.remote(ctx, job, pruned[job.key])
+                   for job in jobs if _runs_quality(ctx) and job.key in pruned}
+        actor = generated = scored = None
+        if ctx.only in (None, "generate"):
+            actor = engine_actor.remote()
+            generated = actor.generate.remote(ctx, model, jobs, cells, *(pruned[job.key] for job in jobs))
+        if ctx.only in (None, "score"):
+            scored = score_task.remote(ctx, cells, generated)
+        models.append((jobs, pruned, quality, actor, generated, scored, cells))
+    for jobs, pruned, quality, actor, generated, scored, cells in models:
+        for job in jobs:
+            if job.key in pruned:
+                _record_for_cells(record, ray.get(pruned[job.key])[0], plan.cells_of(job))
+            if job.key in quality:
+                _record_for_cells(record, ray.get(quality[job.key]), plan.cells_of(job))
+        for outcome in [*(ray.get(generated) if generated else []), *(ray.get(scored) if scored else [])]:
+            record(outcome)
+        if actor is not None:
+            ray.kill(actor)  # its GPU is free for the next model's engines
+        progress(len(cells))
+        for job in jobs:
+            _maybe_drop_weights(ctx, job, plan.cells_needing(job))
+
+
+class ModelEngines:
+    """A Ray actor holding one model's engines while it works through its checkpoints (the
+    engines themselves run in child processes that see the actor's GPUs)."""
+
+    def generate(self, ctx: RunContext, model: str, jobs, cells, *pruned) -> list[Outcome]:
+        ready = {job.key: result[1] for job, result in zip(jobs, pruned)}
+        return generation_stage(ctx, model, jobs, cells, ready)
+
+
+def _ray_score(ctx: RunContext, cells, generated) -> list[Outcome]:
+    stopped = {o.key for o in generated or [] if o.status in ("failed", "blocked")}
+    scorers = _scorers(ctx.study)  # once per model's scoring task, not per cell
+    return [score_stage(ctx, cell, scorers) for cell in cells if cell.info.key not in stopped]
 
 
 def _ray_quality(ctx: RunContext, job: CheckpointJob, checkpoint_result):
     _, ready = checkpoint_result
     return quality_stage(ctx, job, ready)
-
-
-def _ray_cell(ctx: RunContext, cell: CellJob, checkpoint_result):
-    _, ready = checkpoint_result
-    return cell_stages(ctx, cell, ready, _scorers(ctx.study))
 
 
 def _scorers(study: StudyConfig):

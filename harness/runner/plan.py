@@ -31,6 +31,7 @@ from harness.recovery.spec import RecoverySpec
 DENSE = "dense"
 # Engine settings that change memory use or speed but not the generated tokens.
 _NOT_RESULT_FIELDS = {"gpu_memory_utilization"}
+_NOT_RESULT_GENERATION = {"engines"}  # how many engines serve the checkpoints
 
 
 class PlanError(PrunescopeError):
@@ -98,6 +99,13 @@ class StudyPlan:
 
     def cells_of(self, checkpoint: CheckpointJob) -> list[CellJob]:
         return [c for c in self.cells if c.checkpoint.key == checkpoint.key]
+
+    def checkpoints_by_model(self) -> dict[str, list[CheckpointJob]]:
+        """The checkpoints of each model, in plan order (a model's engines serve them in turn)."""
+        models: dict[str, list[CheckpointJob]] = {}
+        for job in self.checkpoints:
+            models.setdefault(job.model, []).append(job)
+        return models
 
     def cells_needing(self, checkpoint: CheckpointJob) -> list[CellJob]:
         """The cells generated from this checkpoint's weights: its own and those of the
@@ -211,6 +219,6 @@ def _task_key(task: TaskConfig, data) -> dict:
 
 
 def _generation_key(study: StudyConfig) -> dict:
-    config = study.generation.model_dump(mode="json")
+    config = study.generation.model_dump(mode="json", exclude=_NOT_RESULT_GENERATION)
     config["engine"] = {k: v for k, v in config["engine"].items() if k not in _NOT_RESULT_FIELDS}
     return config

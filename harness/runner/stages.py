@@ -174,22 +174,33 @@ def _has_weights(folder: Path) -> bool:
     return any(p.suffix in _WEIGHT_SUFFIXES for p in folder.iterdir())
 
 
-def ensure_generation(ctx: RunContext, cell: CellJob, ready: ReadyCheckpoint) -> bool:
-    """Generate the cell's summaries unless current; True if work was done.
+def generation_requests(ctx: RunContext, jobs: list[CheckpointJob], cells: list[CellJob], ready: dict,
+                        ) -> tuple[list, list[CellJob], list[tuple[CellJob, str]]]:
+    """A model's cells still to generate, as one ``CheckpointRequest`` per checkpoint (its
+    cells together, for one engine to serve in turn); the cells whose generations are
+    current; and the cells that cannot be generated, with why. ``ready`` maps a checkpoint
+    key to its ``ReadyCheckpoint`` (None or absent: its pruning failed)."""
+    from harness.generation import CellRequest, CheckpointRequest
 
-    With the vLLM backend the cell runs in a fresh process: vLLM neither releases GPU memory
-    reliably nor starts a second engine in a process whose first engine was dropped."""
-    if freshness.generation_current(ctx.store, cell.info.key):
-        return False
-    if ready.directory is None:
-        raise RuntimeError(f"checkpoint {cell.checkpoint.folder} has no weights to generate from")
-    from harness.generation import generate_cell, generate_cell_in_subprocess
-
-    documents = [(r.id, r.document) for r in ctx.tasks[cell.info.task].records]
-    run = generate_cell_in_subprocess if cell.generation.backend == "vllm" else generate_cell
-    run(ready.directory, documents, cell.info.prompt, cell.generation, ready.identity,
-        ctx.store.generation_path(cell.info.key), chat_family=cell.chat_family, adapter=ready.adapter)
-    return True
+    requests, current, blocked = [], [], []
+    for job in jobs:
+        pending = []
+        checkpoint = ready.get(job.key)
+        for cell in (c for c in cells if c.checkpoint.key == job.key):
+            if freshness.generation_current(ctx.store, cell.info.key):
+                current.append(cell)
+            elif checkpoint is None:
+                blocked.append((cell, "its checkpoint failed"))
+            elif checkpoint.directory is None:
+                blocked.append((cell, f"checkpoint {job.folder} has no weights to generate from"))
+            else:
+                documents = tuple((r.id, r.document) for r in ctx.tasks[cell.info.task].records)
+                pending.append(CellRequest(cell.info.key, documents, cell.info.prompt,
+                                           ctx.store.generation_path(cell.info.key), cell.chat_family))
+        if pending:
+            requests.append(CheckpointRequest(job.key, checkpoint.directory, checkpoint.identity,
+                                              tuple(pending), checkpoint.adapter))
+    return requests, current, blocked
 
 
 def ensure_scores(ctx: RunContext, cell: CellJob, scorers) -> bool:

@@ -33,6 +33,10 @@ class CellRow:
     score: str
     seconds: float
     error: str = ""
+    engine: str = ""  # the engine that generated the cell (one id per engine start)
+    swapped: str = ""  # "yes", or "no" and why the checkpoint had an engine of its own
+    engine_start_s: float | None = None
+    generate_s: float | None = None  # its checkpoint's request batch
 
 
 def dry_run(study: StudyConfig, out: str | Path | None = None, limit: int | None = None) -> tuple[list[CellRow], int]:
@@ -67,9 +71,11 @@ def run_status(run_dir: str | Path) -> list[CellRow]:
 
 
 def format_rows(rows: list[CellRow]) -> str:
-    header = ("cell", "system", "task", "prompt", "prune", "quality", "generate", "score", "seconds", "error")
+    header = ("cell", "system", "task", "prompt", "prune", "quality", "generate", "score", "seconds",
+              "engine", "swapped", "start s", "gen s", "error")
     table = [header] + [(r.key, r.system, r.task, r.prompt, r.prune, r.quality, r.generate, r.score,
-                         f"{r.seconds:.1f}", r.error[:60]) for r in rows]
+                         f"{r.seconds:.1f}", r.engine, r.swapped[:40], _seconds(r.engine_start_s),
+                         _seconds(r.generate_s), r.error[:60]) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in table)
 
@@ -96,7 +102,19 @@ def _row(store: RunStore, info, manifest: dict, key: str, quality: bool) -> Cell
     seconds = sum(float(s.get("seconds", 0)) for s in logged.values())
     return CellRow(info.key, info.system, info.task, info.prompt, state("prune"),
                    state("quality") if quality else "-", state("generate"), state("score"), seconds,
-                   errors[0] if errors else "")
+                   errors[0] if errors else "", **_engine_columns(logged.get("generate", {})))
+
+
+def _engine_columns(generation: dict) -> dict:
+    """The engine that generated a cell, as logged in the manifest."""
+    swapped = "" if "swapped" not in generation else (
+        "yes" if generation["swapped"] else f"no: {generation.get('not_swapped') or 'first checkpoint'}")
+    return {"engine": generation.get("engine", ""), "swapped": swapped,
+            "engine_start_s": generation.get("engine_start_s"), "generate_s": generation.get("generate_s")}
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
 
 
 def _weight_bytes(directory: Path) -> int:

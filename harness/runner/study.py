@@ -126,8 +126,11 @@ def _run_locked(store, study, result, limit, stage, executor, show_progress, rep
         counts[f"{outcome.stage} {outcome.status}"] += 1
         for bar in bars:  # per-stage counts beside the cell bar's count and ETA
             bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-        store.record_stage(outcome.key, outcome.stage, outcome.status, seconds=outcome.seconds,
-                           **outcome.details)
+        if outcome.stage == "engine":  # an engine start: the manifest's engine log, not a cell
+            store.update_manifest(engines={outcome.key: {"seconds": outcome.seconds, **outcome.details}})
+        else:
+            store.record_stage(outcome.key, outcome.stage, outcome.status, seconds=outcome.seconds,
+                               **outcome.details)
         level = logging.ERROR if outcome.status in ("failed", "blocked") else logging.INFO
         log.log(level, "%s %s %s %s", outcome.key, outcome.stage, outcome.status,
                 outcome.details.get("error", ""))
