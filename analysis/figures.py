@@ -188,6 +188,8 @@ def ratios_with_ci(risk: pd.DataFrame, out_dir: Path) -> Figure | None:
     data = risk.dropna(subset=["ratio"])
     if data.empty:
         return None
+    if data["prompt"].nunique() > 1:  # a point per system and prompt
+        data = data.assign(system=data["system"] + " [" + data["prompt"].astype(str) + "]")
     metrics = [m for m in risk_metrics() if m in set(data["metric"])]
     tasks = list(dict.fromkeys(data["task"]))
     systems = list(dict.fromkeys(data.sort_values(["model", "method", "sparsity"])["system"]))

@@ -76,6 +76,7 @@ def write_context(ctx: ReportContext) -> Path:
                         [(viewer.name, "Read the summaries side by side (summaries viewer)")])
     atomic.write_text(out / "report.md", to_markdown(overview.title, sections, first))
     atomic.write_text(out / "report.html", to_html(overview.title, sections, first))
+    ctx.store.seal_report()
     return out / "report.html"
 
 

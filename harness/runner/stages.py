@@ -134,7 +134,8 @@ def _ensure_perplexity(ctx: RunContext, job: CheckpointJob, ready: ReadyCheckpoi
     result = perplexity(model, ctx.perplexity_text, seqlen=settings.seqlen,
                         max_windows=settings.max_windows, dtype=job.dtype, tokenizer=tokenizer)
     ctx.store.write_checkpoint_report(job.model, job.folder, "perplexity.json",
-                                      {**result, "max_windows": settings.max_windows, "key": key})
+                                      {**result, "max_windows": settings.max_windows, "key": key,
+                                       "checkpoint": job.key})
     return True
 
 
