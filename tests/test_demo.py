@@ -73,12 +73,25 @@ def test_sweep_figure_draws_nm_apart_from_unstructured():
 
 
 @pytest.fixture(scope="module")
-def small_demo(tmp_path_factory):
-    """The demo on a reduced grid: Wanda at 50% and 80% and 2:4, two seeds (7 checkpoints)."""
+def small_demo(tmp_path_factory, trained, tiny):
+    """The demo on a reduced grid: Wanda at 50% and 80% and 2:4, two seeds (7 checkpoints).
+    The trained summarizer with the tiny random scorers (and a Conv head trained on them in
+    seconds): these tests check the ground truth, the findings and the annotators, not the
+    scorers, and the trained scorers would add minutes of training to a fresh clone's tests."""
     from harness.runner.demo import run_demo
+    from harness.scoring.summac_conv import train_summac_conv
+    from harness.atomic import write_jsonl
+    from tasks.demo import labelled_pairs
 
-    out = tmp_path_factory.mktemp("demo") / "run"
-    result = run_demo(out, documents=30, show_progress=False, methods=("wanda",),
+    root = tmp_path_factory.mktemp("demo")
+    head = root / "summac-conv"
+    head.mkdir()
+    write_jsonl(root / "pairs.jsonl", labelled_pairs())
+    train_summac_conv(root / "pairs.jsonl", tiny("nli"), head / "head.bin", epochs=5)
+    models = {"summarizer": trained("summarizer-llama"), "bart": tiny("bart"), "nli": tiny("nli"),
+              "summac-conv": head}
+    out = root / "run"
+    result = run_demo(out, documents=30, show_progress=False, models=models, methods=("wanda",),
                       sparsities=(0.5, 0.8), structures=("2:4",), seeds=(0, 1))
     assert not result.failed and result.report is not None
     return out

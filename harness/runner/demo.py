@@ -83,9 +83,11 @@ def demo_config(out: str | Path, models: dict[str, Path], documents: int = DOCUM
     }
 
 
-def demo_study(out: str | Path, documents: int = DOCUMENTS, family: str = "llama", **grid) -> StudyConfig:
-    """The demo's validated study config (``grid``: the optional arguments of :func:`demo_config`)."""
-    raw = demo_config(out, demo_models(family), documents, family, **grid)
+def demo_study(out: str | Path, documents: int = DOCUMENTS, family: str = "llama",
+               models: dict[str, Path] | None = None, **grid) -> StudyConfig:
+    """The demo's validated study config (``models``: paths by role, default
+    :func:`demo_models`; ``grid``: the optional arguments of :func:`demo_config`)."""
+    raw = demo_config(out, models or demo_models(family), documents, family, **grid)
     return parse_study(raw, source="demo study")
 
 
@@ -105,10 +107,12 @@ def simulate_annotation(run_dir: Path, documents: int, systems=ANNOTATED) -> lis
 
 
 def run_demo(out: str | Path = "runs/demo", documents: int = DOCUMENTS, family: str = "llama",
-             show_progress: bool = True, threads: int | None = THREADS, **grid) -> RunResult:
+             show_progress: bool = True, threads: int | None = THREADS,
+             models: dict[str, Path] | None = None, **grid) -> RunResult:
     """Run the demo study end to end and return its result (``result.report`` is the report).
-    ``threads``: torch's CPU threads meanwhile (None: leave as is); ``grid``: the optional
-    arguments of :func:`demo_config` (``backend``, a smaller grid)."""
+    ``threads``: torch's CPU threads meanwhile (None: leave as is); ``models``: as
+    :func:`demo_study`; ``grid``: the optional arguments of :func:`demo_config` (``backend``,
+    a smaller grid)."""
     import torch
 
     for key, value in DEMO_ENV.items():
@@ -117,7 +121,7 @@ def run_demo(out: str | Path = "runs/demo", documents: int = DOCUMENTS, family: 
     torch.set_num_threads(threads or before)
     try:
         out = Path(out).resolve()
-        study = demo_study(out, documents, family, **grid)
+        study = demo_study(out, documents, family, models, **grid)
         quiet_libraries()
         result = run_study(study, out, show_progress=show_progress, report=False)
         if not result.failed:
