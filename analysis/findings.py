@@ -156,9 +156,11 @@ def _pct(row, name: str) -> str:
 
 def tracking_sentences(ctx: ReportContext) -> list[str]:
     """Per task and risk metric: its pooled AUC for detecting hallucinated summaries and the
-    rank correlation of its ratios with the ground-truth difference across systems."""
+    rank correlation of its ratios with the ground-truth difference across systems, with the
+    metric's validity flag where it has one."""
     correlation = ratio_correlation(ctx.risk, ctx.run) if ctx.risk is not None else pd.DataFrame()
     validity = ctx.validity if ctx.validity is not None else pd.DataFrame()
+    flags = flagged_metrics(ctx.risk) if ctx.risk is not None else {}
     out = []
     for row in correlation.itertuples():
         if row.metric == "Ground truth":
@@ -172,7 +174,10 @@ def tracking_sentences(ctx: ReportContext) -> list[str]:
                  "its ratios are not shown to move with the ground truth")
         out.append(f"{row.metric} on {row.task}: {auc_text}; Spearman rho of its risk ratio with the "
                    f"ground-truth hallucination difference across {row.systems} systems "
-                   f"{format_interval(row.rho, row.ci_low, row.ci_high)}: {moves}.")
+                   f"{format_interval(row.rho, row.ci_low, row.ci_high)}: {moves}"
+                   + (f"; but its validity is FLAGGED ({flags[(row.task, row.metric)]}): its per-summary "
+                      "risk does not detect hallucinated summaries, so its ratios are no evidence of "
+                      "hallucination." if (row.task, row.metric) in flags else "."))
     return out
 
 
