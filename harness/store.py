@@ -358,25 +358,28 @@ class RunStore:
         """The manifest (a fresh one when absent). A damaged one raises ArtifactError naming
         it, or with ``damaged_ok`` reads as fresh: it is a log, never the authority on
         results (``manifest_damage`` says what is wrong; ``prunescope run`` moves it aside)."""
-        if (why := self.manifest_damage()) is not None and not (damaged_ok or not self.manifest_path.exists()):
+        manifest, why = self._checked_manifest()
+        if why is not None and not damaged_ok and self.manifest_path.exists():
             raise ArtifactError(why)
-        if why is not None or not self.manifest_path.exists():
-            return {"provenance": {}, "cells": {}}
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        return manifest if why is None and manifest is not None else {"provenance": {}, "cells": {}}
 
     def manifest_damage(self) -> str | None:
         """Why manifest.json cannot be read as a manifest (None: fine, or absent from a run
         that has no cells yet)."""
+        return self._checked_manifest()[1]
+
+    def _checked_manifest(self) -> tuple[dict | None, str | None]:
+        """manifest.json parsed once, and why it is not a manifest (see ``manifest_damage``)."""
         path = self.manifest_path
         manifest, why = _json_object(path)
         if manifest is None:
-            return f"{path}: missing" if why is None and self.has_cells() else why
+            return None, (f"{path}: missing" if why is None and self.has_cells() else why)
         if "provenance" not in manifest:
-            return f"{path}: not a run manifest (no provenance section)"
+            return None, f"{path}: not a run manifest (no provenance section)"
         for name, kind in MANIFEST_SECTIONS.items():
             if not isinstance(manifest.get(name, kind()), kind):
-                return f"{path}: section {name}: not a JSON {kind.__name__}"
-        return None
+                return None, f"{path}: section {name}: not a JSON {kind.__name__}"
+        return manifest, None
 
     def update_manifest(self, **sections) -> dict:
         """Merge top-level sections (dicts are merged one level deep) and write atomically."""
