@@ -39,6 +39,14 @@ from harness.store import ArtifactError, RunStore, read_record
 CURRENT, MISSING, STALE, DAMAGED = "current", "missing", "stale", "damaged"
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")  # what a checkpoint folder holds as weights
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The weight files of a checkpoint folder (its reports and configs excluded)."""
+    return [p for p in directory.iterdir() if p.suffix in WEIGHT_SUFFIXES]
+
+
 @dataclass(frozen=True)
 class Check:
     """One artifact's state; ``reason`` (for damaged ones) names the path and what is wrong,
@@ -106,7 +114,7 @@ def checkpoint_check(store: RunStore, model: str, folder: str, key: str | None, 
         return Check(DAMAGED, str(exc), directory)
     if not isinstance(sparsity, dict) and not (directory / "adapter_config.json").exists():
         return _damaged(directory, "sparsity.json missing or not a JSON object")
-    weights = [p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin", ".pt")]
+    weights = weight_files(directory)
     if weights and not (directory / "adapter_config.json").exists():  # a LoRA identity hashes two folders
         found = hash_checkpoint(directory, hash_cache)
         if found != identity.checkpoint_hash:
