@@ -93,8 +93,9 @@ def check_run_dir(store: RunStore, study: StudyConfig) -> None:
     overrides). The same study with changed settings is a normal rerun."""
     made_for = store.read_study_name()
     if made_for is None:
+        limited = set(store.limited_runs())
         others = sorted(p.name for p in store.root.iterdir()
-                        if p.name not in (".lock", store.log_path.name) and p not in store.limited_runs())
+                        if p.name not in (".lock", store.log_path.name) and p not in limited)
         if others:
             shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
             raise PrunescopeError(f"{store.root}: not empty ({shown}) and not a prunescope run folder "
