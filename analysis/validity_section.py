@@ -108,9 +108,7 @@ def flagged_metrics(risk: pd.DataFrame) -> dict[tuple[str, str], str]:
 def report_section(ctx: ReportContext) -> ReportSection | None:
     """The "Metric validity (AUC)" section; None when the run's scores carry no ground truth.
     The bootstrap follows the risk table's settings, else the study's ``analysis`` section."""
-    attrs = ctx.risk.attrs if ctx.risk is not None else {}
-    n_boot = attrs.get("n_boot", ctx.settings.bootstrap)
-    seed = attrs.get("seed", ctx.settings.seed)
+    n_boot, seed = ctx.bootstrap
     validity = ctx.validity if ctx.validity is not None else run_validity(ctx.run, n_boot, seed)
     if validity.empty:
         return None
