@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,80 @@ def _family(row) -> str:
     return f"{row['model']} {row['method']}{'-owl' if row['owl'] else ''}{structure}"
 
 
+def is_nm(structure: str) -> bool:
+    return re.fullmatch(r"\d+:\d+", str(structure)) is not None
+
+
+def sweep_positions(points) -> dict[tuple[float, str], float]:
+    """x of each (sparsity, structure) on a sparsity axis: unstructured systems at their
+    sparsity; each N:M pattern after all of them, one step apart (the smallest gap between
+    the unstructured sparsities, else 0.1), so that 2:4 is never drawn at 0.5 among them."""
+    points = list(dict.fromkeys((float(s), str(t)) for s, t in points))
+    plain = sorted({s for s, t in points if not is_nm(t)})
+    gaps = np.diff(plain)
+    step = float(gaps[gaps > 0].min()) if (gaps > 0).any() else 0.1
+    patterns = sorted({t for _, t in points if is_nm(t)}, key=lambda t: [int(x) for x in t.split(":")][::-1])
+    start = max(plain) if plain else 0.5
+    at = {t: start + step * (i + 1) for i, t in enumerate(patterns)}
+    return {(s, t): at[t] if is_nm(t) else s for s, t in points}
+
+
+def draw_sweep(ax, rows: pd.DataFrame, reference: float | None = None) -> None:
+    """One panel of a sweep: ``rows`` (method, sparsity, structure, value, low, high) as one
+    line with CI bars per method over the unstructured sparsities, and that method's N:M
+    systems as points joined by a dotted line to the right of a separator; ``reference``: a
+    dashed horizontal line (1 for ratios, the dense value for rates)."""
+    positions = sweep_positions(zip(rows["sparsity"], rows["structure"]))
+    x_of = [positions[(float(s), str(t))] for s, t in zip(rows["sparsity"], rows["structure"])]
+    rows = rows.assign(x=x_of).sort_values("x")
+    colours = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (method, line) in enumerate(rows.groupby("method", sort=False)):
+        for nm, part in line.groupby(line["structure"].map(is_nm)):
+            err = np.vstack([part["value"] - part["low"], part["high"] - part["value"]])
+            ax.errorbar(part["x"], part["value"], yerr=np.nan_to_num(np.clip(err, 0, None)), capsize=3,
+                        marker="s" if nm else "o", ls=":" if nm else "-", color=colours[i % len(colours)],
+                        label=f"{method} (N:M)" if nm else method)
+    if reference is not None:
+        ax.axhline(reference, color="grey", lw=0.8, ls="--")
+    _sweep_axis(ax, zip(rows["x"], rows["structure"]))
+
+
+def _sweep_axis(ax, placed) -> None:
+    """Ticks at the drawn (x, structure) points: sparsities as percentages ("dense" at a dense
+    point), N:M patterns by name, after a dotted separator."""
+    placed = set(placed)
+    plain = sorted({(x, t) for x, t in placed if not is_nm(t)})
+    patterns = sorted({(x, t) for x, t in placed if is_nm(t)})
+    if plain and patterns:
+        ax.axvline((plain[-1][0] + patterns[0][0]) / 2, color="black", lw=0.6, ls=":")
+    ticks = [*plain, *patterns]
+    ax.set_xticks([x for x, _ in ticks], [t if is_nm(t) or t == "dense" else f"{x:.0%}" for x, t in ticks],
+                  fontsize=7)
+
+
+def sweep_figure(table: pd.DataFrame, out_dir: Path, name: str, caption: str, ylabel: str,
+                 references: dict[str, float] | None = None,
+                 titles: dict[str, str] | None = None) -> Figure | None:
+    """A panel per value of ``table["panel"]`` (in order), each drawn by :func:`draw_sweep`;
+    ``references``: panel -> its dashed line; ``titles``: panel -> its title."""
+    if table.empty:
+        return None
+    panels = list(dict.fromkeys(table["panel"]))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        draw_sweep(ax, table[table["panel"] == panel], (references or {}).get(panel))
+        ax.set_title((titles or {}).get(panel, panel), fontsize=9)
+        ax.set_xlabel("sparsity (unstructured) | N:M pattern", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return _save(fig, out_dir, name, caption)
+
+
 def risk_vs_sparsity(run: RunData, out_dir: Path) -> Figure | None:
-    """Mean per-document risk against sparsity; each line starts at its dense model."""
+    """Mean per-document risk against sparsity; each line starts at its dense model (x = 0)
+    and N:M systems are drawn after the unstructured sparsities (``sweep_positions``)."""
     tidy = run.tidy
     frames = []
     for name, (column, invert) in risk_metrics().items():
@@ -59,12 +132,15 @@ def risk_vs_sparsity(run: RunData, out_dir: Path) -> Figure | None:
             here = means[(means["task"] == task) & (means["metric"] == metric)]
             dense = here[here["method"] == "dense"].set_index("model")["value"]
             pruned = here[here["method"] != "dense"]
+            positions = sweep_positions(zip(pruned["sparsity"], pruned["structure"]))
             for family, line in pruned.groupby(pruned.apply(_family, axis=1)):
-                line = line.sort_values("sparsity")
+                line = line.assign(x=[positions[(float(s), str(t))] for s, t in
+                                      zip(line["sparsity"], line["structure"])]).sort_values("x")
                 model = line["model"].iloc[0]
-                x = ([0.0] if model in dense else []) + list(line["sparsity"])
+                x = ([0.0] if model in dense else []) + list(line["x"])
                 y = ([dense[model]] if model in dense else []) + list(line["value"])
                 ax.plot(x, y, marker="o", label=family)
+            _sweep_axis(ax, [(x, t) for (_, t), x in positions.items()] + [(0.0, "dense")] * (not dense.empty))
             ax.set_title(f"{task}: {metric}", fontsize=9)
             ax.set_xlabel("sparsity")
             ax.set_ylabel("mean risk")
@@ -112,6 +188,8 @@ def ratios_with_ci(risk: pd.DataFrame, out_dir: Path) -> Figure | None:
     data = risk.dropna(subset=["ratio"])
     if data.empty:
         return None
+    if data["prompt"].nunique() > 1:  # a point per system and prompt
+        data = data.assign(system=data["system"] + " [" + data["prompt"].astype(str) + "]")
     metrics = [m for m in risk_metrics() if m in set(data["metric"])]
     tasks = list(dict.fromkeys(data["task"]))
     systems = list(dict.fromkeys(data.sort_values(["model", "method", "sparsity"])["system"]))

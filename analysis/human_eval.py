@@ -7,6 +7,8 @@ import pandas as pd
 
 from analysis.agreement import SIMULATED_NOTE, UNDEFINED, compute_agreement
 from analysis.sections import ReportContext, ReportSection
+from annotation.batch import batch_dir, list_batches
+from annotation.simulate import read_expected
 
 
 def report_section(ctx: ReportContext) -> ReportSection | None:
@@ -26,8 +28,12 @@ def report_section(ctx: ReportContext) -> ReportSection | None:
         agreement = agreement.assign(system=agreement["batch"].map(systems))
     else:
         agreement = agreement.assign(system="")
+    expected = expected_kappas(ctx, agreement)
+    if expected is not None:
+        agreement = agreement.assign(**{"expected (simulated)": expected})
     agreement = agreement[["batch", "system", "question", "statistic", "annotators", "n_items", "value",
-                           "ci", "band", "note"]].fillna("")
+                           "ci", *(["expected (simulated)"] if expected is not None else []), "band",
+                           "note"]].fillna("")
     preferences = result.preferences.assign(p_value=result.preferences["p_value"].map(_number))
     text = ("Blinded pairwise judgements: annotators saw the article and two summaries in random "
             "order (A/B) and answered four questions with A, B or tie. Agreement is Cohen's kappa "
@@ -40,10 +46,38 @@ def report_section(ctx: ReportContext) -> ReportSection | None:
     if result.simulated:
         title += " (simulated annotators)"
         text = f"{SIMULATED_NOTE}. {text}"
+    if expected is not None:
+        rates = sorted({e["error_rate"] for e in _expected_files(ctx).values()})
+        text += (" The simulated annotators read the ground truth (which summary states more "
+                 "hallucinated facts, recalls fewer key facts, repeats more sentences; Q4: fewer "
+                 "hallucinated facts, then more recalled) and answer at random with probability "
+                 f"{', '.join(f'{r:g}' for r in rates)}, so two of them should reach the Cohen's kappa "
+                 "in 'expected (simulated)' (computed from the true answers' shares); the measured "
+                 "kappa beside it checks the agreement machinery.")
     return ReportSection(title=title, text=text,
                          tables={"Inter-annotator agreement": agreement,
                                  "Which system was judged worse, per question": preferences},
                          sources=result.sources)
+
+
+def _expected_files(ctx: ReportContext) -> dict[str, dict]:
+    """Batch id -> its simulated annotators' ``expected.json`` (``annotation.simulate``)."""
+    found = {b: read_expected(batch_dir(ctx.store.root, b)) for b in list_batches(ctx.store.root)}
+    return {b: e for b, e in found.items() if e is not None}
+
+
+def expected_kappas(ctx: ReportContext, agreement: pd.DataFrame) -> list[str] | None:
+    """The expected Cohen's kappa of each Cohen row whose batch was answered by truth-reading
+    simulated annotators; None when no batch was."""
+    files = _expected_files(ctx)
+    if not files:
+        return None
+    out = []
+    for row in agreement.itertuples():
+        value = (files.get(row.batch, {}).get("questions", {}).get(row.question, {}).get("expected_kappa")
+                 if row.statistic == "cohen_kappa" else None)
+        out.append("" if value is None else f"{value:.3f}")
+    return out
 
 
 def _number(value) -> str:

@@ -90,16 +90,39 @@ def load_run(run_dir: str | Path | RunStore) -> RunData:
         wide = numeric_scores(store, key)
         scores[key] = wide.melt(id_vars="doc_id", var_name="metric", value_name="value").dropna(subset=["value"])
     columns = CELL_COLUMNS + ["doc_id", "metric", "value"]
-    frames = [frame.assign(**cell_row(cells[key])) for key, frame in scores.items()]
+    names = _told_apart(cells, scores, missing)
+    frames = [frame.assign(**{**cell_row(cells[key]), **names.get(key, {})}) for key, frame in scores.items()]
     tidy = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-    paired, unpaired = _pair(store, cells, scores, missing, lambda info: info.baseline_key or _dense_of(cells, info))
+    paired, unpaired = _pair(store, cells, scores, missing, lambda info: info.baseline_key or _dense_of(cells, info),
+                             names=names)
     recovered = {k: c for k, c in cells.items() if c.recovery}
-    parents, _ = _pair(store, recovered, scores, missing, lambda info: info.parent_key, partner="pruned parent")
+    parents, _ = _pair(store, recovered, scores, missing, lambda info: info.parent_key, partner="pruned parent",
+                       names=names)
     return RunData(store, cells, tidy, paired, unpaired, missing, parents)
 
 
+def _told_apart(cells: dict[str, CellInfo], scores: dict, missing: list[str]) -> dict[str, dict]:
+    """Label and system names for scored cells that share a system, task and prompt (a run
+    folder holding cells of other settings of the study, or of another study): each gets its
+    cell key's start appended, so tables keep one row per cell, and ``missing`` says so."""
+    groups: dict[tuple, list[str]] = {}
+    for key in scores:
+        info = cells[key]
+        groups.setdefault((info.system, info.task, info.prompt), []).append(key)
+    names = {}
+    for (system, task, prompt), keys in groups.items():
+        if len(keys) < 2:
+            continue
+        for key in keys:
+            names[key] = {"label": f"{cells[key].label} [{key[:6]}]", "system": f"{system} [{key[:6]}]"}
+        missing.append(f"{len(keys)} scored cells are {system} on task {task!r}, prompt {prompt!r} "
+                       f"({', '.join(sorted(keys))}: made with other settings or by another study); "
+                       "each is reported apart, named with its cell key")
+    return names
+
+
 def _pair(store: RunStore, cells: dict[str, CellInfo], scores: dict[str, pd.DataFrame], missing: list[str],
-          baseline_of, partner: str = "dense"):
+          baseline_of, partner: str = "dense", names: dict | None = None):
     """Each non-dense cell's scores beside those of the cell ``baseline_of(info)`` names."""
     pairs, unpaired = [], []
     for key, info in cells.items():
@@ -125,7 +148,7 @@ def _pair(store: RunStore, cells: dict[str, CellInfo], scores: dict[str, pd.Data
                            "they are left out of its comparisons")
         merged = pruned.merge(dense, on=["doc_id", "metric"], suffixes=("", "_dense"))
         merged = merged.rename(columns={"value": "pruned", "value_dense": "dense"})
-        pairs.append(merged.assign(**cell_row(info), baseline=baseline))
+        pairs.append(merged.assign(**{**cell_row(info), **(names or {}).get(key, {})}, baseline=baseline))
     columns = CELL_COLUMNS + ["baseline", "doc_id", "metric", "pruned", "dense"]
     paired = pd.concat(pairs, ignore_index=True)[columns] if pairs else pd.DataFrame(columns=columns)
     return paired, pd.DataFrame(unpaired, columns=["cell", "baseline", "missing_in", "doc_id"])

@@ -69,8 +69,8 @@ def _seeds(calibration: list[int], study: dict, ctx: ReportContext) -> str:
     generation = (study.get("generation") or {}).get("seed")
     if generation is not None:
         parts.append(f"generation {generation}")
-    attrs = ctx.risk.attrs if ctx.risk is not None else {}
-    parts.append(f"bootstrap {attrs.get('seed', ctx.settings.seed)} ({attrs.get('n_boot', ctx.settings.bootstrap)} resamples)")
+    n_boot, seed = ctx.bootstrap
+    parts.append(f"bootstrap {seed} ({n_boot} resamples)")
     return "; ".join(parts)
 
 

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from analysis import cost, human_eval, recovery, standard_quality, validity_section
+from analysis import findings, seed_section
 from analysis import run_sections as rs
 from analysis.headlines import headlines
 from analysis.overview import run_overview
@@ -25,12 +26,15 @@ from analysis.validity_section import attach_flags, run_validity
 from harness import atomic
 
 SECTION_PROVIDERS = [
-    rs.missing_section, rs.risk_section, validity_section.report_section, recovery.recovery_section,
+    rs.missing_section, findings.report_section, rs.risk_section, seed_section.report_section,
+    validity_section.report_section, recovery.recovery_section,
     standard_quality.report_section, rs.quality_section, rs.overlap_section, rs.output_section,
     rs.sparsity_section, cost.report_section, human_eval.report_section, rs.summaries_section,
     rs.provenance_section,
 ]
-KEY_FIGURE = "risk_ratios_ci"  # the figure the first screen shows (analysis.figures.ratios_with_ci)
+# The figure the first screen shows: the first of these the report draws (the seed-pooled
+# ratio sweep of analysis.findings, else analysis.figures.ratios_with_ci).
+KEY_FIGURES = ("risk_ratio_vs_sparsity", "risk_ratios_ci")
 
 
 def report_context(run_dir: str | Path, definition: str | None = None, threshold: float | None = None,
@@ -72,13 +76,14 @@ def write_context(ctx: ReportContext) -> Path:
                         [(viewer.name, "Read the summaries side by side (summaries viewer)")])
     atomic.write_text(out / "report.md", to_markdown(overview.title, sections, first))
     atomic.write_text(out / "report.html", to_html(overview.title, sections, first))
+    ctx.store.seal_report()
     return out / "report.html"
 
 
 def _key_figure(sections: list[ReportSection]) -> Figure | None:
-    """The risk ratios with their CIs where drawn, else the report's first figure."""
+    """The first of ``KEY_FIGURES`` the report draws, else its first figure."""
     found = [f for s in sections for f in s.figures]
-    return next((f for f in found if f.name == KEY_FIGURE), found[0] if found else None)
+    return next((f for name in KEY_FIGURES for f in found if f.name == name), found[0] if found else None)
 
 
 def _slug(text: str, limit: int = 60) -> str:

@@ -56,5 +56,18 @@ class ReportContext:
         return load_run(self.store)
 
     @property
+    def bootstrap(self) -> tuple[int, int]:
+        """(resamples, seed): the risk table's bootstrap settings, else the study's."""
+        attrs = self.risk.attrs if self.risk is not None else {}
+        return attrs.get("n_boot", self.settings.bootstrap), attrs.get("seed", self.settings.seed)
+
+    @cached_property
+    def seed_ratios(self) -> pd.DataFrame:
+        """Risk ratios pooled over calibration seeds (``analysis.seeds.seed_ratios``), once."""
+        from analysis.seeds import seed_ratios
+
+        return seed_ratios(self.run, *self.bootstrap)
+
+    @property
     def figures_dir(self) -> Path:
         return self.store.report_subdir("figures")

@@ -21,8 +21,10 @@ def checkpoint_records(run: RunData) -> list[tuple[dict, QualityRecord, str]]:
     tables' usual order (model, then dense before its prunings)."""
     systems = {}
     for info in run.cells.values():
+        if info.recovery:  # recovered systems: the recovery section
+            continue
         p = info.prune
-        systems[(info.model, p.folder)] = {"model": info.model, "system": p.label, "method": p.method,
+        systems[(info.model, info.folder)] = {"model": info.model, "system": p.label, "method": p.method,
                                            "sparsity": p.sparsity, "structure": p.structure, "owl": p.owl}
     out = []
     for (model, folder), row in sorted(systems.items(), key=lambda kv: [str(kv[1][k]) for k in _ORDER]

@@ -37,12 +37,14 @@ def risk_frame(run: RunData, label: str = GT_LABEL) -> pd.DataFrame:
 def run_validity(run: RunData, n_boot: int = 1000, seed: int = 0,
                  label: str = GT_LABEL) -> pd.DataFrame:
     """Validity per task (scope "all systems", documents grouped across systems) and per
-    system (scope = the system; n/a unless each class has ``MIN_PER_CLASS`` documents).
+    system (scope = the system; n/a unless each class has ``MIN_PER_CLASS`` documents), for
+    every risk metric but the one whose risk is the label (its AUC would be 1 by definition).
     Empty when the run has no ground truth."""
     frame = risk_frame(run, label)
     if frame.empty:
         return pd.DataFrame()
-    metrics = [m for m in risk_metrics() if m in frame.columns and frame[m].notna().any()]
+    metrics = [m for m, (column, _) in risk_metrics().items()
+               if column != label and m in frame.columns and frame[m].notna().any()]  # not the label itself
     pooled = validity_table(frame.assign(scope=POOLED), metrics, label, by=["task", "scope"],
                             n_boot=n_boot, seed=seed)
     per_system = validity_table(frame.assign(scope=_scopes(frame)),
@@ -87,8 +89,10 @@ def attach_flags(risk: pd.DataFrame, validity: pd.DataFrame) -> pd.DataFrame:
     pooled = validity[validity["scope"] == POOLED]
     flags = validity_flags(pooled, by=["task"])
     shown = {(r.task, r.metric): _auc_text(r) for r in pooled.itertuples()}
+    truth = {name for name, (column, _) in risk_metrics().items() if column == GT_LABEL}
     keys = list(zip(risk["task"], risk["metric"]))
-    return risk.assign(validity=[shown.get(k, "not measured") for k in keys],
+    return risk.assign(validity=["the ground truth itself" if k[1] in truth else shown.get(k, "not measured")
+                                 for k in keys],
                        validity_flag=[flags.get(k, "") for k in keys])
 
 
@@ -104,9 +108,7 @@ def flagged_metrics(risk: pd.DataFrame) -> dict[tuple[str, str], str]:
 def report_section(ctx: ReportContext) -> ReportSection | None:
     """The "Metric validity (AUC)" section; None when the run's scores carry no ground truth.
     The bootstrap follows the risk table's settings, else the study's ``analysis`` section."""
-    attrs = ctx.risk.attrs if ctx.risk is not None else {}
-    n_boot = attrs.get("n_boot", ctx.settings.bootstrap)
-    seed = attrs.get("seed", ctx.settings.seed)
+    n_boot, seed = ctx.bootstrap
     validity = ctx.validity if ctx.validity is not None else run_validity(ctx.run, n_boot, seed)
     if validity.empty:
         return None

@@ -155,7 +155,9 @@ def expand_sweeps(entries: list, seeds: list[int] | None = None) -> list:
     """Prune entries with lists expanded into one spec per combination, in order: a list
     under ``sparsity`` or ``structure`` sweeps it, and ``seeds`` (the entry's, else the
     study's) repeats a spec per calibration seed where the method draws calibration samples
-    (Wanda, SparseGPT, OWL); a method without random choices (magnitude) is not repeated."""
+    (Wanda, SparseGPT, OWL); a method without random choices (magnitude) is not repeated. The
+    study's seeds leave alone an entry whose calibration names its seed, so a study.yaml
+    written after expansion reads back to the same specs."""
     from harness.pruning import registry
 
     out = []
@@ -164,7 +166,9 @@ def expand_sweeps(entries: list, seeds: list[int] | None = None) -> list:
             out.append(entry)
             continue
         entry = dict(entry)
-        entry_seeds = entry.pop("seeds", seeds)
+        calibration = entry.get("calibration")
+        pinned = isinstance(calibration, dict) and "seed" in calibration
+        entry_seeds = entry.pop("seeds", None if pinned else seeds)
         sweeps = {k: entry[k] if isinstance(entry.get(k), list) else [entry[k]]
                   for k in ("sparsity", "structure") if k in entry}
         method = registry.METHODS.get(entry.get("method"))
@@ -191,6 +195,7 @@ def expand_sweeps(entries: list, seeds: list[int] | None = None) -> list:
 class StudyConfig(Section):
     name: str
     out: Path | None = None
+    demo: bool = False  # the built-in demo study: its report opens with the demo banner
     models: list[ModelConfig] = Field(min_length=1)
     # An entry may sweep: sparsity: [0.5, 0.6], structure: [unstructured, "2:4"], seeds: [0, 1, 2]
     # (expand_sweeps); ``seeds`` here applies to every entry without its own.

@@ -71,6 +71,18 @@ class PruneSpecInfo(Record):
                           seed=self.seed)
 
 
+def checkpoint_folder(label: str, key: str | None) -> str:
+    """A checkpoint's folder name: its label and its content key (``label`` alone for runs
+    made before checkpoints were keyed)."""
+    return f"{label}-{key}" if key else label
+
+
+def is_dense_folder(name: str) -> bool:
+    """Whether a checkpoint folder name is a dense baseline's (``dense-<key>``, or ``dense``
+    in runs made before checkpoints were keyed)."""
+    return name == "dense" or name.startswith("dense-")
+
+
 class CellInfo(Record):
     """One cell of a study grid: a checkpoint (model x prune spec [x recovery]) on one task
     and prompt."""
@@ -83,6 +95,8 @@ class CellInfo(Record):
     prompt: str
     baseline_key: str | None = None  # the dense cell with the same model, task and prompt
     parent_key: str | None = None  # recovered cells: the pruned cell they were recovered from
+    checkpoint: str | None = None  # the checkpoint's content key (None: runs made before it)
+    doc_ids: tuple[str, ...] = ()  # the selected documents: one generation record each
 
     @property
     def label(self) -> str:
@@ -91,8 +105,11 @@ class CellInfo(Record):
 
     @property
     def folder(self) -> str:
-        """The checkpoint folder under ``checkpoints/<model>/``, e.g. ``wanda-2of4+full``."""
-        return self.prune.folder + (f"+{self.recovery}" if self.recovery else "")
+        """The checkpoint folder under ``checkpoints/<model>/``, e.g.
+        ``wanda-2of4+full-1f3a...``: the label for humans, the content key so that two specs
+        never share one."""
+        return checkpoint_folder(self.prune.folder + (f"+{self.recovery}" if self.recovery else ""),
+                                 self.checkpoint)
 
     @property
     def system(self) -> str:

@@ -7,8 +7,9 @@ artifacts through ``RunStore``:
 runs/<study>/
   study.yaml  manifest.json  run.log  .lock
   cells/<cell-key>.json                 CellInfo: model, prune spec, task, prompt, baseline key
-  checkpoints/<model>/<prune-key>/      HF checkpoint + sparsity.json, identity.json,
-                                        perplexity.json, .job-key (the dense one: reports only)
+  checkpoints/<model>/<label>-<key>/    HF checkpoint + sparsity.json, identity.json,
+                                        perplexity.json, .job-key (the dense one: reports only);
+                                        named by label and content key (``CheckpointJob.folder``)
   generations/<cell-key>.jsonl          GenerationRecord per document
   generations/<cell-key>.meta.json      timing, backend, resolved dtype, versions (written by
                                         harness.generation beside any generations file)
@@ -16,7 +17,10 @@ runs/<study>/
   bench/model.json                      sizes and speed per checkpoint (prunescope bench model)
   annotation/<batch-id>/                batch.json, export files, key/, imports/
   annotation/agreement.json
-  report/                               report.md, report.html, figures/, tables/
+  report/                               report.md, report.html, figures/, tables/,
+                                        .seal.json (each file's hash, to tell damage)
+  damaged/<time>/<path>                 artifacts found damaged, moved aside by a run
+  limit-<N>/                            a `--limit N` smoke run: a run directory of its own
 ```
 
 A reader raises ``ArtifactError`` naming the path when an artifact it needs is missing or
@@ -50,6 +54,8 @@ PROVENANCE_PACKAGES = (
 SCORES_METADATA_KEY = b"prunescope"
 _CELLS, _CHECKPOINTS, _GENERATIONS, _SCORES = "cells", "checkpoints", "generations", "scores"
 _ANNOTATION, _REPORT, _BENCH = "annotation", "report", "bench"
+_DAMAGED, _REPORT_SEAL = "damaged", ".seal.json"
+MANIFEST_SECTIONS = {"provenance": dict, "cells": dict, "checkpoint_hashes": dict}
 CHECKPOINT_REPORTS = ("sparsity.json", "identity.json", "perplexity.json", "quality.json",
                       "quality-samples.jsonl")
 JOB_KEY_FILE = ".job-key"  # dotfiles are not part of a checkpoint's content hash
@@ -81,6 +87,15 @@ class RunStore:
     @property
     def log_path(self) -> Path:
         return self.root / "run.log"
+
+    def limited(self, limit: int | None) -> "RunStore":
+        """The run directory of a ``--limit`` smoke run of this study (this one for None): a
+        run of its own, so it never overwrites the full run's artifacts."""
+        return self if limit is None else RunStore(self.root / f"limit-{limit}")
+
+    def limited_runs(self) -> list[Path]:
+        """The run directories of this study's ``--limit`` smoke runs."""
+        return sorted(p for p in self.root.glob("limit-*") if p.is_dir())
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the run directory (how reports cite their sources)."""
@@ -128,10 +143,19 @@ class RunStore:
     def has_cells(self) -> bool:
         return (self.root / _CELLS).is_dir()
 
+    def cell_keys(self) -> list[str]:
+        """The keys of the run's cell files (their names; a file's content may be damaged)."""
+        return sorted(p.stem for p in (self.root / _CELLS).glob("*.json"))
+
     def write_cell(self, info: CellInfo) -> None:
+        """Write the cell's record unless the file already holds exactly it."""
         path = self.cell_path(info.key)
-        if not path.exists():
-            atomic.write_json(path, info)
+        try:
+            if read_record(path, CellInfo) == info:
+                return
+        except ArtifactError:
+            pass
+        atomic.write_json(path, info)
 
     def read_cells(self) -> dict[str, CellInfo]:
         """Every cell of the run by key; a run without cells or a bad cell file is an error."""
@@ -167,9 +191,15 @@ class RunStore:
     def read_identity(self, model: str, prune_key: str) -> ModelIdentity:
         return read_record(self.checkpoint_report_path(model, prune_key, "identity.json"), ModelIdentity)
 
+    def job_key_path(self, model: str, prune_key: str) -> Path:
+        return self.checkpoint_dir(model, prune_key) / JOB_KEY_FILE
+
     def read_job_key(self, model: str, prune_key: str) -> str | None:
-        path = self.checkpoint_dir(model, prune_key) / JOB_KEY_FILE
-        return path.read_text() if path.exists() else None
+        path = self.job_key_path(model, prune_key)
+        try:
+            return path.read_text(encoding="utf-8") if path.exists() else None
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def write_job_key(self, model: str, prune_key: str, key: str) -> None:
         atomic.write_text(self.checkpoint_dir(model, prune_key) / JOB_KEY_FILE, key)
@@ -182,6 +212,10 @@ class RunStore:
         """The cell's generation meta file (backend, timing; for a LoRA system, which backend
         served the adapter)."""
         return self.root / _GENERATIONS / f"{cell_key}.meta.json"
+
+    def generation_keys(self) -> list[str]:
+        """The cell keys of the run's generations files."""
+        return sorted(p.name.removesuffix(".jsonl") for p in (self.root / _GENERATIONS).glob("*.jsonl"))
 
     def read_generations(self, cell_key: str) -> list[GenerationRecord]:
         path = self.generation_path(cell_key)
@@ -196,6 +230,10 @@ class RunStore:
     # --- scores ------------------------------------------------------------------------
     def score_path(self, cell_key: str) -> Path:
         return self.root / _SCORES / f"{cell_key}.parquet"
+
+    def score_keys(self) -> list[str]:
+        """The cell keys of the run's score files."""
+        return sorted(p.stem for p in (self.root / _SCORES).glob("*.parquet"))
 
     def write_scores(self, cell_key: str, frame, metadata: dict) -> Path:
         path = self.score_path(cell_key)
@@ -217,7 +255,7 @@ class RunStore:
             schema = pq.read_schema(path)
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise ArtifactError(f"{path}: cannot read parquet: {exc}") from None
-        return json.loads((schema.metadata or {}).get(SCORES_METADATA_KEY, b"null")) or {}
+        return _scores_metadata(path, schema.metadata)
 
     # --- bench, annotation, report -----------------------------------------------------
     @property
@@ -250,6 +288,42 @@ class RunStore:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def seal_report(self) -> None:
+        """Stamp the report folder with each file's hash (``report/.seal.json``), written
+        last, so that a later change to a report file is told from the report as written."""
+        from harness.hashing import hash_file
+
+        files = {self.relative(p): hash_file(p) for p in self._report_files()}
+        atomic.write_json(self.report_dir / _REPORT_SEAL, files)
+
+    def report_damage(self) -> str | None:
+        """What is wrong with the report folder against its seal (None: intact or never
+        written). A report written before seals existed is not judged."""
+        from harness.hashing import hash_file
+
+        seal, why = _json_object(self.report_dir / _REPORT_SEAL)
+        if seal is None:
+            return why
+        for rel, digest in sorted(seal.items()):
+            path = self.root / rel
+            if not path.is_file():
+                return f"{path}: missing"
+            if hash_file(path) != digest:
+                return f"{path}: changed since the report was written"
+        return None
+
+    def _report_files(self) -> list[Path]:
+        return sorted(p for p in self.report_dir.rglob("*") if p.is_file() and p.name != _REPORT_SEAL)
+
+    # --- damage ------------------------------------------------------------------------
+    def quarantine(self, path: Path, started: str) -> Path:
+        """Move a damaged artifact (file or folder) to ``damaged/<started>/<its path>``, so a
+        run recomputes it without trusting it or losing the evidence; returns where it went."""
+        target = self.root / _DAMAGED / started.replace(":", "") / self.relative(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        return target
+
     # --- lock --------------------------------------------------------------------------
     @contextmanager
     def lock(self):
@@ -280,13 +354,32 @@ class RunStore:
             fh.close()
 
     # --- manifest ----------------------------------------------------------------------
-    def read_manifest(self) -> dict:
-        if not self.manifest_path.exists():
-            return {"provenance": {}, "cells": {}}
-        manifest = _read_json(self.manifest_path)
-        if not isinstance(manifest, dict):
-            raise ArtifactError(f"{self.manifest_path}: expected a JSON object")
-        return manifest
+    def read_manifest(self, damaged_ok: bool = False) -> dict:
+        """The manifest (a fresh one when absent). A damaged one raises ArtifactError naming
+        it, or with ``damaged_ok`` reads as fresh: it is a log, never the authority on
+        results (``manifest_damage`` says what is wrong; ``prunescope run`` moves it aside)."""
+        manifest, why = self._checked_manifest()
+        if why is not None and not damaged_ok and self.manifest_path.exists():
+            raise ArtifactError(why)
+        return manifest if why is None and manifest is not None else {"provenance": {}, "cells": {}}
+
+    def manifest_damage(self) -> str | None:
+        """Why manifest.json cannot be read as a manifest (None: fine, or absent from a run
+        that has no cells yet)."""
+        return self._checked_manifest()[1]
+
+    def _checked_manifest(self) -> tuple[dict | None, str | None]:
+        """manifest.json parsed once, and why it is not a manifest (see ``manifest_damage``)."""
+        path = self.manifest_path
+        manifest, why = _json_object(path)
+        if manifest is None:
+            return None, (f"{path}: missing" if why is None and self.has_cells() else why)
+        if "provenance" not in manifest:
+            return None, f"{path}: not a run manifest (no provenance section)"
+        for name, kind in MANIFEST_SECTIONS.items():
+            if not isinstance(manifest.get(name, kind()), kind):
+                return None, f"{path}: section {name}: not a JSON {kind.__name__}"
+        return manifest, None
 
     def update_manifest(self, **sections) -> dict:
         """Merge top-level sections (dicts are merged one level deep) and write atomically."""
@@ -375,8 +468,17 @@ def read_scores(path: str | Path) -> tuple["pandas.DataFrame", dict]:  # noqa: F
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise ArtifactError(f"{path}: cannot read parquet: {exc}") from None
-    meta = json.loads((table.schema.metadata or {}).get(SCORES_METADATA_KEY, b"null"))
-    return table.to_pandas(), meta
+    return table.to_pandas(), _scores_metadata(path, table.schema.metadata)
+
+
+def _scores_metadata(path: Path, metadata: dict | None) -> dict:
+    try:
+        meta = json.loads((metadata or {}).get(SCORES_METADATA_KEY, b"null")) or {}
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: metadata {SCORES_METADATA_KEY.decode()}: not JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{path}: metadata {SCORES_METADATA_KEY.decode()}: not a JSON object")
+    return meta
 
 
 def _read_json(path: Path, missing_ok: bool = False):
@@ -386,8 +488,19 @@ def _read_json(path: Path, missing_ok: bool = False):
         if missing_ok:
             return None
         raise ArtifactError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise ArtifactError(f"{path}: cannot read JSON: {exc}") from None
+
+
+def _json_object(path: Path) -> tuple[dict | None, str | None]:
+    """A JSON object file, or None and why it is not one (None, None when absent)."""
+    if not path.exists():
+        return None, None
+    try:
+        value = _read_json(path)
+    except ArtifactError as exc:
+        return None, str(exc)
+    return (value, None) if isinstance(value, dict) else (None, f"{path}: not a JSON object")
 
 
 def read_record(path: Path, model: type[BaseModel], error: type[PrunescopeError] = ArtifactError,
@@ -399,6 +512,8 @@ def read_record(path: Path, model: type[BaseModel], error: type[PrunescopeError]
         raise error(f"{path}: {missing}") from None
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); the file is damaged") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc}") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"

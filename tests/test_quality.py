@@ -304,15 +304,13 @@ def test_study_runs_the_quality_stage_and_the_report_shows_accuracy(evaluated, f
     from harness.config import parse_study
     from harness.runner.status import run_status
     from harness.runner.study import run_study
-    from harness.store import RunStore
+    from tests.test_runner import checkpoint
 
     study = parse_study(small_study(tmp_path / "run", llama_path, bart_path, files))
     result = run_study(study, show_progress=False)
     assert not result.failed, [o.details.get("error") for o in result.failed]
     assert {o.status for o in result.outcomes if o.stage == "quality"} == {"done"}
-    store = RunStore(result.run_dir)
-    records = {f: read_quality(store.checkpoint_report_path("tiny", f, QUALITY_FILE))
-               for f in ("dense", "magnitude-0.5")}
+    records = {f: read_quality(checkpoint(result.run_dir, f) / QUALITY_FILE) for f in ("dense", "magnitude-0.5")}
     # The same checkpoints as the module's (checked against transformers): the same numbers.
     for folder, name in (("dense", "dense"), ("magnitude-0.5", "pruned")):
         alone = read_quality(evaluated[name][0] / QUALITY_FILE)

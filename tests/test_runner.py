@@ -51,6 +51,13 @@ def make_study(tmp_path, llama_path, bart_path, nli_path):
     return make
 
 
+def checkpoint(run_dir, label: str, model: str = "tiny") -> Path:
+    """The checkpoint folder of ``label`` (named label-<content key>); the newest of several."""
+    folders = sorted(Path(run_dir, "checkpoints", model).glob(f"{label}-*"), key=lambda p: p.stat().st_mtime_ns)
+    assert folders, f"no checkpoint folder {label}-<key>"
+    return folders[-1]
+
+
 def generations_of(run_dir: Path) -> dict:
     """Every generation of a run (token ids and text), keyed by cell and document."""
     out = {}
@@ -116,7 +123,7 @@ def test_changing_one_prune_spec_recomputes_only_its_cells(make_study):
     fourth = run_study(path, show_progress=False)
     assert {o.stage for o in fourth.outcomes if o.status == "done"} == {"prune"}
     for folder in ("dense", "magnitude-0.3", "wanda-2of4"):
-        report = Path(raw["out"], "checkpoints", "tiny", folder, "perplexity.json")
+        report = checkpoint(raw["out"], folder) / "perplexity.json"
         assert json.loads(report.read_text())["windows"] == 2
 
 
@@ -184,7 +191,7 @@ def test_keep_checkpoints_false_drops_pruned_weights(make_study):
     raw["keep_checkpoints"] = False
     result = run_study(parse_study(raw), show_progress=False)
     assert not result.failed
-    folder = Path(raw["out"], "checkpoints", "tiny", "magnitude-0.5")
+    folder = checkpoint(raw["out"], "magnitude-0.5")
     assert not list(folder.glob("*.safetensors"))
     assert (folder / "sparsity.json").exists() and (folder / "identity.json").exists()
     again = run_study(parse_study(raw), show_progress=False)  # nothing to redo
@@ -195,7 +202,7 @@ def test_stages_run_one_at_a_time(make_study):
     path, raw = make_study("stages", prune=[{"method": "wanda", "sparsity": 0.5}], docs=2)
     out = Path(raw["out"])
     run_study(path, stage="prune", show_progress=False)
-    assert (out / "checkpoints" / "tiny" / "wanda-0.5" / "sparsity.json").exists()
+    assert (checkpoint(out, "wanda-0.5") / "sparsity.json").exists()
     assert not list(out.glob("generations/*.jsonl"))
     blocked = run_study(path, stage="score", show_progress=False)  # nothing generated yet
     assert {o.stage for o in blocked.outcomes} == {"score"}  # scoring alone never prunes
@@ -251,7 +258,7 @@ def test_calibration_from_the_study_data_of_a_task(make_study, tmp_path):
     raw["prune"][0]["calibration"]["source"] = "task:factcc"
     path.write_text(yaml.safe_dump(raw))
     assert not run_study(path, stage="prune", show_progress=False).failed
-    report = json.loads(Path(raw["out"], "checkpoints", "tiny", "wanda-0.5", "sparsity.json").read_text())
+    report = json.loads((checkpoint(raw["out"], "wanda-0.5") / "sparsity.json").read_text())
     expected = load_task("factcc", data=data).content_hash
     assert report["calibration"]["source"] == "task:factcc" and report["calibration"]["data_hash"] == expected
 
@@ -282,7 +289,7 @@ def test_model_dtype_reaches_pruning_perplexity_and_generation(make_study):
     path.write_text(yaml.safe_dump(raw))
     result = run_study(path, stage="generate", show_progress=False)
     assert not result.failed, result.failed
-    folder = Path(raw["out"], "checkpoints", "tiny", "wanda-0.5")
+    folder = checkpoint(raw["out"], "wanda-0.5")
     assert json.loads((folder / "sparsity.json").read_text())["dtype"] == "bfloat16"
     assert json.loads((folder / "perplexity.json").read_text())["dtype"] == "bfloat16"
     assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"

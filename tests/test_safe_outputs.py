@@ -24,6 +24,7 @@ from annotation.formats import write_annotator_file
 from harness import atomic
 from harness.cli.main import main
 from tests.test_annotation import demo_documents, filled, make_cli_run
+from tests.test_runner import checkpoint as checkpoint_of
 
 LOCK = ".lock"  # holds the pid of the last run: not an artifact
 
@@ -132,7 +133,7 @@ def test_prune_refuses_a_non_empty_folder_unless_overwrite(capsys, model_copy, t
 
 def test_prune_replaces_a_checkpoint_of_the_same_spec_only(capsys, model_copy, run_copy):
     _, run = run_copy
-    checkpoint = run / "checkpoints" / "tiny" / "magnitude-0.5"
+    checkpoint = checkpoint_of(run, "magnitude-0.5")
     before = hashes(checkpoint)
     refused(cli(capsys, "prune", "--model", model_copy, "--method", "magnitude", "--sparsity", "0.7",
                 "--out", checkpoint), f"{checkpoint / 'sparsity.json'}: spec: the folder holds a checkpoint of "
@@ -148,7 +149,7 @@ def test_prune_and_perplexity_refuse_a_folder_that_is_not_a_model(capsys, tmp_pa
     _, run = finished
     text = tmp_path / "text.txt"
     text.write_text("some words " * 50)
-    dense_reports = run / "checkpoints" / "tiny" / "dense"  # reports only, no weights
+    dense_reports = checkpoint_of(run, "dense")  # reports only, no weights
     cases = {tmp_path / "missing": "no such model folder",
              run: "not a model folder (no config.json)"}
     bad_config = tmp_path / "bad-config"
@@ -206,16 +207,21 @@ def test_run_refuses_a_non_empty_folder_that_is_no_run(capsys, finished, tmp_pat
 
 # --- damaged files: one message, no traceback ---------------------------------------------------
 def test_truncated_manifest_is_named_by_status_report_and_run(capsys, run_copy):
+    """status shows it damaged, report refuses naming it, run moves it aside (the repair:
+    tests/test_damage.py)."""
     study, run = run_copy
     manifest = run / "manifest.json"
     manifest.write_bytes(manifest.read_bytes()[:200])
     before = hashes(run)
-    for argv in (("status", run), ("report", run), ("run", study)):
-        refused(cli(capsys, *argv), f"{manifest}: cannot read JSON")
-        assert hashes(run) == before, argv
+    code, out, _ = cli(capsys, "status", run)
+    assert code == 0 and "damaged: manifest.json: cannot read JSON" in out
+    refused(cli(capsys, "report", run), f"{manifest}: cannot read JSON")
+    assert hashes(run) == before
     # --debug adds the traceback
-    code, _, err = cli(capsys, "--debug", "status", run)
+    code, _, err = cli(capsys, "--debug", "report", run)
     assert code == 2 and "Traceback" in err
+    code, out, _ = cli(capsys, "run", study)
+    assert code == 0 and f"moved aside and recomputed: {manifest}: cannot read JSON" in out
 
 
 def test_garbage_in_a_cells_file_is_named_by_status(capsys, run_copy):
@@ -224,7 +230,8 @@ def test_garbage_in_a_cells_file_is_named_by_status(capsys, run_copy):
     for garbage in (b"not json at all", b'{"key": 3', b"\xff\xfe garbage"):
         cell.write_bytes(garbage)
         before = hashes(run)
-        refused(cli(capsys, "status", run), str(cell))
+        code, out, _ = cli(capsys, "status", run)
+        assert code == 0 and f"damaged: cells/{cell.name}: " in out
         assert hashes(run) == before
 
 
@@ -253,7 +260,9 @@ def test_perplexity_window_longer_than_the_text_says_what_to_change(capsys, run_
     err = refused(cli(capsys, "run", write_study(study, raw), "--limit", "1"))
     tokens = int(err.split("--limit 1: ")[1].split()[0])
     assert message.format(n=tokens) in err
-    assert hashes(run) == before
+    after = hashes(run)  # the --limit run's own folder (limit-1/) holds its empty log, nothing else
+    assert {k for k in after if k.startswith("limit-1/")} <= {"limit-1/run.log", f"limit-1/{LOCK}"}
+    assert {k: v for k, v in after.items() if not k.startswith("limit-1/")} == before
     # the count is the tokenizer's: the first document's ids
     from transformers import AutoTokenizer
 

@@ -401,4 +401,5 @@ def test_a_study_runs_structured_systems_like_any_other(tmp_path, llama_path, ba
     assert measured["block-influence-0.5"] == pytest.approx(0.5)
     risk = risk_table(run, "mean_risk", 0.5, 200, 0)
     assert {"block-influence", "unit-norm"} <= set(risk["method"])
-    assert RunStore(tmp_path / "run").checkpoint_report_path("tiny", "unit-norm-shape-a1f64", "perplexity.json").exists()
+    folder = next(c.folder for c in run.cells.values() if c.prune.label == "unit-norm-shape-a1f64")
+    assert RunStore(tmp_path / "run").checkpoint_report_path("tiny", folder, "perplexity.json").exists()

@@ -208,6 +208,10 @@ def test_flags_follow_the_ratios_and_the_report_shows_the_section(gt_run):
     flags = flagged_metrics(risk)
     assert ("news", "SummaC-ZS") in flags and ("news", "HaRiM") not in flags
     assert "includes 0.5" in flags[("news", "SummaC-ZS")]
+    # the ground truth is the label: no AUC of its own (it would be 1 by definition)
+    truth = risk[risk["metric"] == "Ground truth"]
+    assert not truth.empty and set(truth["validity"]) == {"the ground truth itself"}
+    assert "Ground truth" not in set(report_context(root, n_boot=200).validity["metric"])
     write_report(root, n_boot=200)
     md = (root / "report" / "report.md").read_text()
     assert md.index("Hallucination risk ratios") < md.index("Metric validity (AUC)") < md.index("Summary quality")
@@ -221,6 +225,11 @@ def test_flags_follow_the_ratios_and_the_report_shows_the_section(gt_run):
     diffs = [gt[c] - gt[b] for c, b in zip(harim["cell"], harim["baseline"])]
     assert correlation.loc["HaRiM", "systems"] == 5
     assert correlation.loc["HaRiM", "rho"] == pytest.approx(spearmanr(harim["ratio"], diffs).statistic)
+    # the findings' sentence on a flagged metric says its ratios are no evidence, whatever rho says
+    from analysis.findings import tracking_sentences
+    sentences = {s.split(" on ")[0]: s for s in tracking_sentences(report_context(root, n_boot=200))}
+    assert "FLAGGED" in sentences["SummaC-ZS"] and "no evidence of hallucination" in sentences["SummaC-ZS"]
+    assert "FLAGGED" not in sentences["HaRiM"]
 
 
 def test_a_bad_ground_truth_value_names_file_record_and_field(tmp_path):

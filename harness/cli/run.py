@@ -35,6 +35,8 @@ def run(args) -> int:
                        add=args.add)
     done, cached = result.count("done"), result.count("cached")
     print(f"{result.run_dir}: {done} stage runs done, {cached} cached, {len(result.failed)} failed")
+    for reason in result.repaired:
+        print(f"  damaged, moved aside and recomputed: {reason}")
     for outcome in result.failed:
         print(f"  {outcome.key} {outcome.stage} {outcome.status}: {outcome.details.get('error', '')}")
     if result.report:

@@ -25,6 +25,7 @@ from harness import atomic
 from harness.devices import resolve_device
 from harness.efficiency.storage import checkpoint_formats, load_tensors, nonzero_mask
 from harness.errors import PrunescopeError
+from harness.records import is_dense_folder
 from harness.store import RunStore
 
 SCHEMA_VERSION = 1
@@ -208,7 +209,7 @@ def _weights_dir(store: RunStore, folder: Path) -> Path | None:
     """The folder's own weights, or for the dense baseline the study's model directory."""
     if any(folder.glob("*.safetensors")):
         return folder
-    if folder.name != "dense":
+    if not is_dense_folder(folder.name):
         return None
     from harness.models import resolve_model_dir
 
@@ -250,7 +251,7 @@ def _bench_checkpoint(folder: Path, weights: Path, prompts, max_new_tokens: int,
 
 def _prune_info(folder: Path) -> dict:
     """Method, target sparsity and structure from the checkpoint's ``sparsity.json``."""
-    if folder.name == "dense":
+    if is_dense_folder(folder.name):
         return {"method": "dense", "sparsity": 0.0, "structure": "unstructured", "owl": False}
     store = RunStore(folder.parents[2])
     report = store.read_checkpoint_report(folder.parent.name, folder.name, "sparsity.json")

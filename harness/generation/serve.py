@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import traceback
+import typing
 from dataclasses import replace
 
 from harness.config import GenerationConfig
@@ -31,7 +32,7 @@ from harness.generation.cell import CheckpointRequest
 from harness.generation.weights import shape_signature
 from harness.generation.worker import serve, serve_in_subprocess
 
-ENGINES = ("model", "checkpoint", "cell")
+ENGINES = typing.get_args(GenerationConfig.model_fields["engines"].annotation)  # as the config allows
 # What each generation records about its engine (in its .meta.json and the run manifest).
 ENGINE_FIELDS = ("engine", "swapped", "not_swapped", "engine_start_s", "swap_s", "verified", "generate_s",
                  "batch_prompts")
@@ -79,16 +80,13 @@ def generate_checkpoints(model: str, requests: list[CheckpointRequest], config: 
     ``isolate`` (default: with vLLM) runs each engine in a worker process of its own."""
     isolate = config.backend == "vllm" if isolate is None else isolate
     for group, members, reason in plan_engines(model, requests, config, engines):
-        pending = members
-        while pending:
-            refused = _run_engine(group, pending, config, emit, reason, isolate)
-            if refused is None:
-                break
-            index, why = refused
-            reason = f"swap refused, one engine per checkpoint from here: {why}"
-            for request in pending[index:]:  # fall back: a fresh engine for each of the rest
-                _run_engine(group, [request], config, emit, reason, isolate)
-            break
+        refused = _run_engine(group, members, config, emit, reason, isolate)
+        if refused is None:
+            continue
+        index, why = refused
+        reason = f"swap refused, one engine per checkpoint from here: {why}"
+        for request in members[index:]:  # fall back: a fresh engine for each of the rest
+            _run_engine(group, [request], config, emit, reason, isolate)
 
 
 def _run_engine(group: str, requests: list[CheckpointRequest], config: GenerationConfig, emit,

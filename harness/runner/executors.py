@@ -137,9 +137,8 @@ def run_local(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
             if ctx.only in (None, "score") and cell.info.key not in stopped:
                 record(score_stage(ctx, cell, scorers))
             progress(1)
-        for job in jobs:
-            for done in filter(None, (job, job.parent)):  # a parent waits for its recovered systems
-                _maybe_drop_weights(ctx, done, plan.cells_needing(done))
+        for job in jobs:  # after the whole model's generation: a parent's recovered systems are done too
+            _maybe_drop_weights(ctx, job, plan.cells_needing(job))
 
 
 def ray_gpus(study: StudyConfig, cluster: dict) -> float:

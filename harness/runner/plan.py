@@ -25,7 +25,7 @@ from harness.errors import PrunescopeError
 from harness.hashing import content_key
 from harness.models import model_identity, resolve_model_dir
 from harness.pruning.spec import PruneSpec
-from harness.records import CellInfo, ModelIdentity, PruneSpecInfo
+from harness.records import CellInfo, ModelIdentity, PruneSpecInfo, checkpoint_folder
 from harness.recovery.spec import RecoverySpec
 
 DENSE = "dense"
@@ -66,9 +66,10 @@ class CheckpointJob:
 
     @property
     def folder(self) -> str:
-        if self.spec is None:
-            return DENSE
-        return self.spec.key + (f"+{self.recovery.key}" if self.recovery else "")
+        """Its folder under ``checkpoints/<model>/``: label and content key, so that another
+        study's spec with the same label never shares it (equal to its cells' ``CellInfo.folder``)."""
+        label = DENSE if self.spec is None else self.spec.key + (f"+{self.recovery.key}" if self.recovery else "")
+        return checkpoint_folder(label, self.key)
 
     @property
     def prune_info(self) -> PruneSpecInfo:
@@ -159,9 +160,19 @@ def plan_study(study: StudyConfig, limit: int | None = None, hash_cache: dict | 
                     dense = cell_keys[pruned[0].key, task.name, prompt] if ckpt.spec else None
                     info = CellInfo(key=cell_key, model=model.name, prune=ckpt.prune_info,
                                     recovery=ckpt.recovery.key if ckpt.recovery else None,
-                                    task=task.name, prompt=prompt, baseline_key=dense, parent_key=parent)
+                                    task=task.name, prompt=prompt, baseline_key=dense, parent_key=parent,
+                                    checkpoint=ckpt.key, doc_ids=tuple(r.id for r in tasks[task.name].records))
                     cells.append(CellJob(info, ckpt, task, model.chat_family, generation))
     return StudyPlan(checkpoints, cells, tasks)
+
+
+def limited_study(study: StudyConfig, limit: int | None) -> StudyConfig:
+    """The study with each task capped at ``limit`` documents (a ``--limit`` smoke run; the
+    study itself for None)."""
+    if limit is None:
+        return study
+    tasks = [t.model_copy(update={"limit": min(filter(None, (t.limit, limit)))}) for t in study.tasks]
+    return study.model_copy(update={"tasks": tasks})
 
 
 def calibration_task(study: StudyConfig, index: int) -> CalibrationTask | None:

@@ -22,7 +22,6 @@ from harness.runner.plan import CellJob, CheckpointJob
 from harness.store import RunStore
 
 STAGES = ("prune", "quality", "generate", "score", "report")  # what `prunescope run --stage` accepts
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,8 @@ def _ensure_perplexity(ctx: RunContext, job: CheckpointJob, ready: ReadyCheckpoi
     result = perplexity(model, ctx.perplexity_text, seqlen=settings.seqlen,
                         max_windows=settings.max_windows, dtype=job.dtype, tokenizer=tokenizer)
     ctx.store.write_checkpoint_report(job.model, job.folder, "perplexity.json",
-                                      {**result, "max_windows": settings.max_windows, "key": key})
+                                      {**result, "max_windows": settings.max_windows, "key": key,
+                                       "checkpoint": job.key})
     return True
 
 
@@ -165,13 +165,12 @@ def _quality_settings(ctx: RunContext, job: CheckpointJob):
 
 def drop_weights(store: RunStore, job: CheckpointJob) -> None:
     """Delete a pruned checkpoint's weights, keeping its reports (keep_checkpoints: false)."""
-    for path in store.checkpoint_dir(job.model, job.folder).iterdir():
-        if path.suffix in _WEIGHT_SUFFIXES:
-            path.unlink()
+    for path in freshness.weight_files(store.checkpoint_dir(job.model, job.folder)):
+        path.unlink()
 
 
 def _has_weights(folder: Path) -> bool:
-    return any(p.suffix in _WEIGHT_SUFFIXES for p in folder.iterdir())
+    return bool(freshness.weight_files(folder))
 
 
 def generation_requests(ctx: RunContext, jobs: list[CheckpointJob], cells: list[CellJob], ready: dict,

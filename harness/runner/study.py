@@ -12,15 +12,16 @@ import os
 from collections import Counter
 import traceback
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.config import StudyConfig, load_study
 from harness.errors import PrunescopeError, read_text
 from harness.models import downloads_allowed
-from harness.runner import stages
+from harness.runner import freshness, stages
 from harness.runner.executors import EXECUTORS, Outcome
 from harness.runner.stages import STAGES
-from harness.runner.plan import StudyPlan, plan_study, scorer_key
+from harness.runner.plan import StudyPlan, limited_study, plan_study, scorer_key
 from harness.store import RunStore, provenance
 
 log = logging.getLogger("prunescope")
@@ -31,6 +32,7 @@ class RunResult:
     run_dir: Path
     outcomes: list[Outcome] = field(default_factory=list)
     report: Path | None = None
+    repaired: list[str] = field(default_factory=list)  # damaged artifacts moved aside and recomputed
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -40,8 +42,10 @@ class RunResult:
         return [o for o in self.outcomes if o.status in ("failed", "blocked")]
 
 
-def run_dir_for(study: StudyConfig, out: str | Path | None = None) -> Path:
-    return Path(out or study.out or Path("runs") / study.name)
+def run_dir_for(study: StudyConfig, out: str | Path | None = None, limit: int | None = None) -> Path:
+    """The study's run directory; a ``limit`` smoke run gets its own inside it
+    (``RunStore.limited``), so it never overwrites the full run's artifacts."""
+    return RunStore(out or study.out or Path("runs") / study.name).limited(limit).root
 
 
 def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
@@ -67,7 +71,8 @@ def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
         from harness.quality.stage import check_available
 
         check_available(study)
-    store = RunStore(run_dir_for(study, out))
+    store = RunStore(run_dir_for(study, out, limit))
+    study = limited_study(study, limit)  # its study.yaml says what it ran
     result = RunResult(store.root)
     if not add and store.root.is_dir():
         check_run_dir(store, study)
@@ -75,8 +80,7 @@ def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
     with store.lock():
         handler = _log_to(store.log_path)
         try:
-            _run_locked(store, study, result, limit, stage, executor or study.executor,
-                        show_progress, report)
+            _run_locked(store, study, result, limit, stage, executor or study.executor, show_progress, report)
         finally:
             log.removeHandler(handler)
             handler.close()
@@ -89,7 +93,9 @@ def check_run_dir(store: RunStore, study: StudyConfig) -> None:
     overrides). The same study with changed settings is a normal rerun."""
     made_for = store.read_study_name()
     if made_for is None:
-        others = sorted(p.name for p in store.root.iterdir() if p.name not in (".lock", store.log_path.name))
+        limited = set(store.limited_runs())
+        others = sorted(p.name for p in store.root.iterdir()
+                        if p.name not in (".lock", store.log_path.name) and p not in limited)
         if others:
             shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
             raise PrunescopeError(f"{store.root}: not empty ({shown}) and not a prunescope run folder "
@@ -102,15 +108,21 @@ def check_run_dir(store: RunStore, study: StudyConfig) -> None:
 
 
 def _run_locked(store, study, result, limit, stage, executor, show_progress, report):
-    hashes = store.read_manifest().get("checkpoint_hashes", {})
-    plan = plan_study(study, limit, hashes)
+    """``study`` is already capped at ``limit`` (named in messages only)."""
+    hashes = store.read_manifest(damaged_ok=True).get("checkpoint_hashes", {})  # repaired below
+    plan = plan_study(study, None, hashes)
     text = _perplexity_text(study, plan)
     if stage in (None, "prune"):
         check_perplexity_text(study, plan, text, limit)
     store.write_study(study)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    damaged = freshness.repair(store, plan, started, hashes)
     store.update_manifest(provenance=provenance({"generation": study.generation.seed,
                                                  "analysis": study.analysis.seed}),
                           checkpoint_hashes=hashes)
+    for check in damaged:  # moved aside: recomputed below, and said so
+        log.warning("damaged, recomputing: %s", check.reason)
+        result.repaired.append(check.reason)
     for name, data in plan.tasks.items():
         for problem in data.skipped:
             log.warning("task %s: record left out (on_bad_record: skip): %s", name, problem)
