@@ -12,7 +12,9 @@ files that define them. The trainers live in ``harness/trained/``:
 Each folder holds ``training.json``: the held-out "scorer accuracy" (summarizers: fact
 recall, with hallucination beside it), its chance level, and ``learned``: false when the
 accuracy does not clear chance by ``LEARNED_MARGIN``; such a scorer ships flagged, never
-hidden (:func:`scorer_accuracy` gives the rows a report shows).
+hidden (:func:`scorer_accuracy` gives the rows a report shows). Beside them: ``seconds``,
+``cpu_seconds`` and the 1-minute ``load_average`` at the start, since wall time on a shared
+machine grows with the load (``benchmarks/trained_models.py`` times the demo's four).
 """
 
 from __future__ import annotations
@@ -58,24 +60,27 @@ def train(name: str, out: str | Path, seed: int = 0) -> Path:
     """Train ``name`` into ``out`` with ``seed`` (same seed, same weights on one machine) and
     write its ``training.json``; ``summac-conv`` uses the cached ``nli`` model."""
     from harness.trained import scorers, summarizers
+    from harness.trained.fitting import one_thread
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    nli = trained_model("nli") if name == "summac-conv" else None  # trained and timed apart
     torch.manual_seed(seed)
-    started, cpu = time.perf_counter(), time.process_time()
-    if name in SUMMARIZERS:
-        report = summarizers.train_summarizer(name.split("-", 1)[1], out, seed)
-    elif name == "bart":
-        report = scorers.train_bart(out, seed)
-    elif name == "nli":
-        report = scorers.train_nli(out, seed)
-    elif name == "summac-conv":
-        report = scorers.train_conv(out, seed, trained_model("nli"))
-    else:
-        raise ValueError(f"unknown trained model {name!r}; choose from {', '.join(NAMES)}")
+    load, started, cpu = os.getloadavg()[0], time.perf_counter(), time.process_time()
+    with one_thread():
+        if name in SUMMARIZERS:
+            report = summarizers.train_summarizer(name.split("-", 1)[1], out, seed)
+        elif name == "bart":
+            report = scorers.train_bart(out, seed)
+        elif name == "nli":
+            report = scorers.train_nli(out, seed)
+        elif name == "summac-conv":
+            report = scorers.train_conv(out, seed, nli)
+        else:
+            raise ValueError(f"unknown trained model {name!r}; choose from {', '.join(NAMES)}")
     report["learned"] = bool(report["accuracy"] >= report["chance"] + LEARNED_MARGIN)
     report.update(seed=seed, seconds=round(time.perf_counter() - started, 1),
-                  cpu_seconds=round(time.process_time() - cpu, 1))
+                  cpu_seconds=round(time.process_time() - cpu, 1), load_average=round(load, 2))
     write_json(out / TRAINING_FILE, report)
     return out
 

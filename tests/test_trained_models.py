@@ -86,6 +86,19 @@ def test_nli_pairs_are_entailed_corrupted_or_unrelated():
     assert nli_pairs(30, seed=5) == pairs and nli_pairs(30, seed=6) != pairs
 
 
+def test_task_tokenizer_keeps_every_slot_value_whole():
+    """A fact the summarizer copies is one token: every value a slot takes (both names of a
+    person, each organisation word, place, number, day and month) encodes as one token."""
+    from harness.trained.fitting import task_tokenizer
+    from tasks.synthetic import FIRST, LAST, MONTHS, ORGANISATIONS, PLACES
+
+    tok = task_tokenizer("causal")
+    words = [*FIRST, *LAST, *PLACES, *MONTHS, *(w for o in ORGANISATIONS for w in o.split())]
+    words += [str(n) for n in (*range(1, 29), *range(30, 100))]  # days, then the numbers
+    split = [w for w in words if len(tok(" " + w, add_special_tokens=False).input_ids) != 1]
+    assert not split
+
+
 def test_training_is_deterministic_per_seed(tmp_path):
     from harness.trained.scorers import train_nli
 

@@ -28,7 +28,7 @@ def causal_config(family: str, vocab_size: int):
 
 
 def train_summarizer(family: str, out: Path, seed: int, warmup_steps: int = 200,
-                     steps: int = 700, batch: int = 32, lr: float = 3e-3) -> dict:
+                     steps: int = 500, batch: int = 32, lr: float = 4e-3) -> dict:
     """Train, save and measure one summarizer; returns its training report."""
     from harness.generation.prompts import prompt_template, render_ids
     from tasks.synthetic import TRAIN_SEED, records
@@ -39,22 +39,20 @@ def train_summarizer(family: str, out: Path, seed: int, warmup_steps: int = 200,
     template = prompt_template("A")
     data = records(4000, TRAIN_SEED + seed)
     prompts = [render_ids(tok, template, r["document"], "chat") for r in data]
-    eos, pad = tok.eos_token_id, tok.pad_token_id
+    answers = {field: [ids + [tok.eos_token_id] for ids in
+                       tok([r[field] for r in data], add_special_tokens=False).input_ids]
+               for field in ("document", "reference")}
     rng = random.Random(seed)
 
     def loss_at(step: int):
         chosen = [rng.randrange(len(data)) for _ in range(batch)]
         field = "document" if step < warmup_steps else "reference"
-        answers = [tok(data[i][field], add_special_tokens=False).input_ids + [eos] for i in chosen]
-        ids = [prompts[i] + a for i, a in zip(chosen, answers)]
-        labels = [[-100] * len(prompts[i]) + a for i, a in zip(chosen, answers)]
-        mask = pad_rows([[1] * len(x) for x in ids], 0)
-        return model(input_ids=pad_rows(ids, pad), attention_mask=mask,
-                     labels=pad_rows(labels, -100)).loss
+        return answer_loss(model, [prompts[i] for i in chosen],
+                           [answers[field][i] for i in chosen], tok.pad_token_id)
 
-    loss = fit(model, loss_at, warmup_steps + steps, lr=lr)
+    loss = fit(model, loss_at, warmup_steps + steps, lr=lr, warmup=50)
     model.generation_config = transformers.GenerationConfig(
-        bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=pad)
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     quality = summarizer_quality(out)
@@ -62,7 +60,19 @@ def train_summarizer(family: str, out: Path, seed: int, warmup_steps: int = 200,
             "accuracy_name": f"held-out fact recall (facts task, {quality['heldout_documents']} "
                              "documents, greedy)",
             "chance": 0.0, **quality, "steps": warmup_steps + steps, "copy_warmup": warmup_steps,
-            "final_loss": loss}
+            "batch": batch, "final_loss": loss}
+
+
+def answer_loss(model, prompts: list[list[int]], answers: list[list[int]], pad: int):
+    """Mean next-token cross-entropy on the answer tokens of prompt + answer rows; the output
+    layer runs on answer positions only (most of a row is prompt)."""
+    rows = [p + a for p, a in zip(prompts, answers)]
+    hidden = model.base_model(input_ids=pad_rows(rows, pad),
+                              attention_mask=pad_rows([[1] * len(r) for r in rows], 0))
+    targets = pad_rows([[-100] * len(p) + a for p, a in zip(prompts, answers)], -100)[:, 1:]
+    scored = targets != -100
+    logits = model.get_output_embeddings()(hidden.last_hidden_state[:, :-1][scored])
+    return torch.nn.functional.cross_entropy(logits, targets[scored])
 
 
 def summarizer_quality(path: str | Path, n: int = 100, max_new_tokens: int = 64) -> dict:
@@ -77,8 +87,8 @@ def summarizer_quality(path: str | Path, n: int = 100, max_new_tokens: int = 64)
     records = load_task("facts", limit=n).records
     template = prompt_template("A")
     found = []
-    for start in range(0, len(records), 50):
-        chunk = records[start:start + 50]
+    for start in range(0, len(records), 100):
+        chunk = records[start:start + 100]
         ids = [render_ids(tok, template, r.document, "chat") for r in chunk]
         texts = greedy(model, tok, ids, max_new_tokens)
         found += [ground_truth(t, r.document, r.facts) for r, t in zip(chunk, texts)]
