@@ -27,7 +27,8 @@ def main(cache: str) -> None:
         report = training_report(trained_model(name))
         wall, cpu = wall + report["seconds"], cpu + report["cpu_seconds"]
         print(f"{name:<18} {report['seconds']:>8.1f} {report['cpu_seconds']:>7.1f} "
-              f"{report['load_average']:>5.2f} {report['accuracy']:>9.3f} {str(report['learned']):>8}")
+              f"{report['load_average']:>5.2f} {report['accuracy']:>9.3f} "
+              f"{str(report['learned']):>8}")
     print(f"{'total':<18} {wall:>8.1f} {cpu:>7.1f}   (budget {BUDGET_SECONDS} s: "
           f"{'met' if wall <= BUDGET_SECONDS else 'exceeded'} in wall time, "
           f"{'met' if cpu <= BUDGET_SECONDS else 'exceeded'} in CPU time)")

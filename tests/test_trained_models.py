@@ -99,12 +99,32 @@ def test_task_tokenizer_keeps_every_slot_value_whole():
     assert not split
 
 
+def test_answer_loss_is_the_causal_lm_loss_on_answer_tokens():
+    """The trainers' loss (output layer on answer positions only) equals transformers' own
+    loss with the prompt labelled -100, on rows of unequal length."""
+    import transformers
+
+    from harness.trained.summarizers import answer_loss, causal_config
+
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(causal_config("llama", 50))
+    prompts, answers = [[3, 4, 5, 6], [7, 8]], [[9, 10, 2], [11, 12, 13, 2]]
+    rows = [p + a for p, a in zip(prompts, answers)]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [1] * (width - len(r)) for r in rows])
+    labels = torch.tensor([[-100] * len(p) + a + [-100] * (width - len(p) - len(a))
+                           for p, a in zip(prompts, answers)])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    expected = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    assert torch.allclose(answer_loss(model, prompts, answers, pad=1), expected, atol=1e-6)
+
+
 def test_training_is_deterministic_per_seed(tmp_path):
     from harness.trained.scorers import train_nli
 
     def weights(seed, name):
         torch.manual_seed(seed)
-        train_nli(tmp_path / name, seed, steps=4, batch=8)
+        train_nli(tmp_path / name, seed, steps=4, batch=8, events=20)
         from safetensors.torch import load_file
         return load_file(tmp_path / name / "model.safetensors")
 

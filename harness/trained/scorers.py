@@ -105,9 +105,10 @@ def nli_pairs(n_events: int, seed: int) -> list[tuple[str, str, int]]:
     return pairs
 
 
-def train_nli(out: Path, seed: int, steps: int = 400, batch: int = 64, lr: float = 2e-3) -> dict:
+def train_nli(out: Path, seed: int, steps: int = 400, batch: int = 64, lr: float = 2e-3,
+              events: int = 3000) -> dict:
     """A BERT pair classifier labelled like tals/albert-xlarge-vitaminc-mnli, trained on
-    :func:`nli_pairs`; accuracy: on pairs of events drawn with another seed, how well it tells
+    :func:`nli_pairs` of ``events`` drawn events; accuracy: on pairs of events drawn with another seed, how well it tells
     entailed pairs (SUPPORTS) from fact-corrupted ones (balanced; 3-way accuracy beside it).
 
     In its budget (under a minute) it tells entailed pairs from other sentences but not from
@@ -124,7 +125,7 @@ def train_nli(out: Path, seed: int, steps: int = 400, batch: int = 64, lr: float
         id2label=NLI_LABELS, label2id={v: k for k, v in NLI_LABELS.items()},
         pad_token_id=tiny_models.special_ids()["pad_token_id"])
     model = transformers.BertForSequenceClassification(config)
-    train_pairs = nli_pairs(3000, 1_000_000 + seed)
+    train_pairs = nli_pairs(events, 1_000_000 + seed)
     encoded = tok([p for p, _, _ in train_pairs], [h for _, h, _ in train_pairs])
     rng = random.Random(seed)
 
