@@ -36,6 +36,7 @@ def train_summarizer(family: str, out: Path, seed: int, warmup_steps: int = 200,
     tok = task_tokenizer("causal")
     model = transformers.AutoModelForCausalLM.from_config(causal_config(family, len(tok)),
                                                           dtype=torch.float32)
+    tok = served_tokenizer(tok, model.config, out)
     template = prompt_template("A")
     data = records(4000, TRAIN_SEED + seed)
     prompts = [render_ids(tok, template, r["document"], "chat") for r in data]
@@ -61,6 +62,17 @@ def train_summarizer(family: str, out: Path, seed: int, warmup_steps: int = 200,
                              "documents, greedy)",
             "chance": 0.0, **quality, "steps": warmup_steps + steps, "copy_warmup": warmup_steps,
             "batch": batch, "final_loss": loss}
+
+
+def served_tokenizer(tok, config, out: Path):
+    """``tok`` as its users will load it from ``out`` (transformers' AutoTokenizer, which
+    vLLM uses too): for a Qwen2 config that is transformers' Qwen2 tokenizer class, whose
+    own pre-tokenizer splits text differently (digits one by one); training on ``tok`` as
+    built gave a Qwen2 summarizer with a training loss of 0.01 and a held-out recall of
+    0.30, since it was served other token ids."""
+    config.save_pretrained(out)
+    tok.save_pretrained(out)
+    return transformers.AutoTokenizer.from_pretrained(str(out))
 
 
 def answer_loss(model, prompts: list[list[int]], answers: list[list[int]], pad: int):
