@@ -37,11 +37,11 @@ def stage_lines(err: str) -> dict[str, tuple[int, int, int]]:
 
 def test_a_study_counts_blocks_requests_and_batches_one_line_per_stage(tmp_path, tiny, capsys):
     """3 checkpoints (dense, magnitude, Wanda 2:4) x 2 prompts x 3 documents, scoring 2
-    documents a batch with 4 metrics; stderr is not a terminal here (pytest captures it)."""
+    documents a batch with 2 metrics; stderr is not a terminal here (pytest captures it)."""
     llama = tiny("llama")
     raw = study_dict(tmp_path / "run", llama, tiny("bart"), tiny("nli"), docs=3)
     raw["prompts"] = ["A", "B"]
-    raw["scoring"]["batch_size"] = 2
+    raw["scoring"].update(batch_size=2, metrics=["rouge", "overlap"])
     study = parse_study(raw)
     capsys.readouterr()
     result = run_study(study, show_progress=True, report=False)
