@@ -58,10 +58,10 @@ def checkpoint_stage(ctx: RunContext, job: CheckpointJob, need_weights: bool,
     """Prune (or recover) one checkpoint, advancing ``stage`` by its ``pruned_blocks`` (all
     at once, as cached, when its pruning was current). ``after``: unused; under Ray the parent
     checkpoint's result, passed so that Ray runs a recovery only once its pruned parent exists."""
-    walked = []
-    advance = None if stage is None else (lambda n: (walked.append(n), stage.advance(n)))
+    before = None if stage is None else stage.done
+    advance = None if stage is None else stage.advance
     outcome, ready = _attempt(job.key, "prune", lambda: stages.ensure_checkpoint(ctx, job, need_weights, advance))
-    if stage is not None and outcome.status != "failed" and not walked:
+    if stage is not None and outcome.status != "failed" and stage.done == before:  # no block walked
         stage.skip(pruned_blocks(job))
     return outcome, ready
 
@@ -211,7 +211,8 @@ def _stage(progress: Progress, model: str, name: str, items: list, total: int | 
                   "generate": ("request", "cell"), "score": ("batch", "cell")}[name]
     if total is None:
         total = sum(map(pruned_blocks, items)) if name == "prune" else len(items)
-    return progress.stage(f"{model} {name}", unit, total, f"{len(items)} {what}{'s' * (len(items) != 1)}")
+    counted = f"{len(items)} {what}{'s' * (len(items) != 1)}" if unit != what else ""
+    return progress.stage(f"{model} {name}", unit, total, counted)
 
 
 def _count(stage: Stage, outcome: Outcome, units: int) -> None:
