@@ -25,8 +25,8 @@ from harness.runner.plan import CellJob, CheckpointJob, StudyPlan
 from harness.runner.progress import Progress, Stage
 from harness.runner.stages import STAGES, RunContext
 
-__all__ = ["EXECUTORS", "STAGES", "ModelEngines", "Outcome", "checkpoint_stage", "generation_stage", "quality_stage",
-           "ray_gpus", "run_local", "run_ray", "score_stage"]
+__all__ = ["EXECUTORS", "STAGES", "ModelEngines", "Outcome", "batch_count", "checkpoint_stage", "generation_stage",
+           "pruned_blocks", "quality_stage", "ray_gpus", "request_count", "run_local", "run_ray", "score_stage"]
 
 
 @dataclass
@@ -83,12 +83,12 @@ def _layers(model_dir: str) -> int:
     return AutoConfig.from_pretrained(model_dir).get_text_config().num_hidden_layers
 
 
-def generation_requests(ctx: RunContext, cells) -> int:
+def request_count(ctx: RunContext, cells) -> int:
     """The generation requests of ``cells``: a document of a cell each."""
     return sum(_documents(ctx, cell) for cell in cells)
 
 
-def scoring_batches(ctx: RunContext, cells, scorers) -> int:
+def batch_count(ctx: RunContext, cells, scorers) -> int:
     """The scoring batches of ``cells`` (``Scorers.batches``)."""
     return sum(scorers.batches(_documents(ctx, cell)) for cell in cells)
 
@@ -111,14 +111,14 @@ def generation_stage(ctx: RunContext, model: str, jobs: list[CheckpointJob], cel
     (``harness.generation.generate_checkpoints``): an ``Outcome`` per cell (stage "generate",
     with the engine that made it) and one per engine start (stage "engine", keyed by the
     engine's id). ``ready``: checkpoint key -> ``ReadyCheckpoint`` (None: it failed).
-    ``stage`` is advanced by ``generation_requests`` as the engine answers them."""
+    ``stage`` is advanced by its ``request_count`` as the engine answers them."""
     from harness.generation import generate_checkpoints
 
     requests, current, blocked = stages.generation_requests(ctx, jobs, cells, ready)
     outcomes = [Outcome(c.info.key, "generate", "cached", details=_engine_record(ctx, c)) for c in current]
     outcomes += [Outcome(c.info.key, "generate", "blocked", details={"error": why}) for c, why in blocked]
     if stage is not None:
-        stage.skip(generation_requests(ctx, current))
+        stage.skip(request_count(ctx, current))
 
     def relay(event: dict) -> None:
         if event["type"] == "progress" and stage is not None:
@@ -150,7 +150,7 @@ def _engine_record(ctx: RunContext, cell: CellJob) -> dict:
 
 def score_stage(ctx: RunContext, cell: CellJob, scorers, stage: Stage | None = None) -> Outcome:
     """Score one cell (blocked while its generations are not current), advancing ``stage``
-    by its ``scoring_batches`` as they are scored."""
+    by its ``batch_count`` as they are scored."""
     key = cell.info.key
     if not freshness.generation_current(ctx.store, key):
         return Outcome(key, "score", "blocked", details={"error": "no generations yet"})
@@ -158,7 +158,7 @@ def score_stage(ctx: RunContext, cell: CellJob, scorers, stage: Stage | None = N
     outcome, _ = _attempt(key, "score", lambda: (stages.ensure_scores(ctx, cell, scorers, advance), None))
     outcome.details["scorer_key"] = ctx.scorer_key
     if stage is not None and outcome.status == "cached":
-        stage.skip(scoring_batches(ctx, [cell], scorers))
+        stage.skip(batch_count(ctx, [cell], scorers))
     return outcome
 
 
@@ -188,14 +188,14 @@ def run_local(ctx: RunContext, plan: StudyPlan, *, record, progress: Progress) -
             continue
         stopped = set()  # cells whose generation failed or was blocked in this run
         if ctx.only in (None, "generate"):
-            with _stage(progress, model, "generate", cells, generation_requests(ctx, cells)) as stage:
+            with _stage(progress, model, "generate", cells, request_count(ctx, cells)) as stage:
                 for outcome in generation_stage(ctx, model, jobs, cells, ready, stage):
                     if outcome.status in ("failed", "blocked"):
                         stopped.add(outcome.key)
                     record(outcome)
         scored = [c for c in cells if ctx.only in (None, "score") and c.info.key not in stopped]
         if ctx.only in (None, "score"):
-            with _stage(progress, model, "score", scored, scoring_batches(ctx, scored, scorers)) as stage:
+            with _stage(progress, model, "score", scored, batch_count(ctx, scored, scorers)) as stage:
                 for cell in scored:
                     record(score_stage(ctx, cell, scorers, stage))
                     progress.cells_done(1)
@@ -295,7 +295,7 @@ def _gather_model(ctx: RunContext, plan: StudyPlan, progress: Progress, record, 
     by_key = {cell.info.key: cell for cell in cells}
     stopped = set()
     if generated is not None:
-        with _stage(progress, model, "generate", cells, generation_requests(ctx, cells)) as stage:
+        with _stage(progress, model, "generate", cells, request_count(ctx, cells)) as stage:
             for outcome in ray.get(generated):
                 if outcome.stage == "generate":
                     _count(stage, outcome, _documents(ctx, by_key[outcome.key]))
@@ -305,9 +305,9 @@ def _gather_model(ctx: RunContext, plan: StudyPlan, progress: Progress, record, 
     if scored is not None:
         scorers = _scorers(ctx.study)  # for counting only: it loads no model
         kept = [cell for cell in cells if cell.info.key not in stopped]
-        with _stage(progress, model, "score", kept, scoring_batches(ctx, kept, scorers)) as stage:
+        with _stage(progress, model, "score", kept, batch_count(ctx, kept, scorers)) as stage:
             for outcome in ray.get(scored):
-                _count(stage, outcome, scoring_batches(ctx, [by_key[outcome.key]], scorers))
+                _count(stage, outcome, batch_count(ctx, [by_key[outcome.key]], scorers))
                 record(outcome)
     progress.cells_done(len(cells))
 
