@@ -114,9 +114,10 @@ class Scorers:
         """A row per summary dict (``doc_id``, ``text``, ``output_tokens``), in input order;
         columns of metrics not asked for are NaN. ``facts``: gold facts per doc id.
 
-        Summaries are scored ``config.batch_size`` at a time, each batch by every metric in
-        turn; ``progress(1)`` is called after each metric of each batch, so a call makes
-        ``batches(len(summaries))`` of them."""
+        Summaries are scored ``config.batch_size`` at a time, in order of length (source plus
+        summary characters: similar lengths pad little; no score depends on its batch), each
+        batch by every metric in turn; ``progress(1)`` is called after each metric of each
+        batch, so a call makes ``batches(len(summaries))`` of them."""
         import pandas as pd
 
         for k, summary in enumerate(summaries):
@@ -138,11 +139,12 @@ class Scorers:
         rows["summary_tokens"] = [int(s["output_tokens"]) for s in summaries]
         rows["summary_words"] = [len(overlap.words(t)) for t in texts]
         rows["empty"] = [not t.strip() for t in texts]
+        order = sorted(range(len(ids)), key=lambda k: (len(sources[ids[k]]) + len(texts[k]), k))
         size = self.config.batch_size
-        for start in range(0, len(summaries), size):
-            part = ids[start:start + size]
-            batch = ScoreBatch(part, texts[start:start + size], [sources[i] for i in part],
-                               [references.get(i) for i in part], [(facts or {}).get(i) for i in part])
+        for start in range(0, len(order), size):
+            part = order[start:start + size]
+            batch = ScoreBatch([ids[k] for k in part], [texts[k] for k in part], [sources[ids[k]] for k in part],
+                               [references.get(ids[k]) for k in part], [(facts or {}).get(ids[k]) for k in part])
             for name in self.config.metrics:
                 metric = registry.get(name)
                 found = metric.load().score(batch, self)
@@ -150,7 +152,8 @@ class Scorers:
                 if unknown:
                     raise ScoringError(f"metric {name!r} returned undeclared columns {sorted(unknown)}")
                 for column, values in found.items():
-                    rows[column][start:start + len(part)] = values
+                    for k, value in zip(part, values, strict=True):
+                        rows[column][k] = value
                 if progress:
                     progress(1)
         frame = pd.DataFrame(rows, columns=list(columns))
