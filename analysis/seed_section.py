@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.figures import is_nm
 from analysis.risk import risk_metrics
 from analysis.seeds import METHOD_TEXT, with_settings
 from analysis.sections import ReportContext, ReportSection
@@ -49,9 +50,8 @@ def ranking_table(ctx: ReportContext) -> pd.DataFrame:
         return pd.DataFrame()
     risk = with_settings(ctx.risk, ctx.run.cells)
     risk = risk[risk["seed"].notna()]
-    level = risk["structure"].where(risk["structure"] != "unstructured", risk["sparsity"].map("{:.0%}".format))
     rows = []
-    for key, group in risk.assign(level=level).groupby(["model", "task", "prompt", "metric", "level"], sort=False):
+    for key, group in risk.assign(level=risk.apply(_level, axis=1)).groupby(["model", "task", "prompt", "metric", "level"], sort=False):
         if group["method"].nunique() < 2:
             continue
         orders = {int(s): " < ".join(g.sort_values("ratio")["method"]) for s, g in group.groupby("seed")}
@@ -59,6 +59,15 @@ def ranking_table(ctx: ReportContext) -> pd.DataFrame:
                      **{f"seed {s}": o for s, o in orders.items()},
                      "ranking changes": "yes" if len(set(orders.values())) > 1 else "no"})
     return _drop_constant(pd.DataFrame(rows), ["model", "task", "prompt"]) if rows else pd.DataFrame()
+
+
+def _level(row) -> str:
+    """The sparsity or pattern methods are ranked at: "2:4" for an N:M pattern, else the
+    sparsity, with the structure when it is not unstructured ("30% structured")."""
+    if is_nm(row["structure"]):
+        return row["structure"]
+    structure = "" if row["structure"] == "unstructured" else f" {row['structure']}"
+    return f"{row['sparsity']:.0%}{structure}"
 
 
 def _drop_constant(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

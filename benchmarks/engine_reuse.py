@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 TARGET = 4.0
 REPO = Path(__file__).resolve().parents[1]

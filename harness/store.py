@@ -36,6 +36,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
@@ -59,6 +60,7 @@ MANIFEST_SECTIONS = {"provenance": dict, "cells": dict, "checkpoint_hashes": dic
 CHECKPOINT_REPORTS = ("sparsity.json", "identity.json", "perplexity.json", "quality.json",
                       "quality-samples.jsonl")
 JOB_KEY_FILE = ".job-key"  # dotfiles are not part of a checkpoint's content hash
+PARSED_FILES = 8  # generations files a RunStore keeps parsed (read_generations)
 
 
 class RunLockedError(PrunescopeError):
@@ -74,6 +76,7 @@ class RunStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._parsed: OrderedDict[Path, tuple[tuple, list]] = OrderedDict()  # see read_generations
 
     # --- top-level files ---------------------------------------------------------------
     @property
@@ -218,10 +221,20 @@ class RunStore:
         return sorted(p.name.removesuffix(".jsonl") for p in (self.root / _GENERATIONS).glob("*.jsonl"))
 
     def read_generations(self, cell_key: str) -> list[GenerationRecord]:
+        """The cell's generation records. The freshness checks, scoring and status each read
+        a cell's file; the last ``PARSED_FILES`` files are kept parsed, each until its inode,
+        size or modification time changes (an atomic rewrite is a new inode)."""
         path = self.generation_path(cell_key)
         if not path.exists():
             raise ArtifactError(f"{path}: no generations for cell {cell_key} (not generated yet?)")
-        return read_generations(path)
+        stat = path.stat()
+        version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if self._parsed.get(path, (None,))[0] != version:
+            self._parsed[path] = (version, read_generations(path))
+            while len(self._parsed) > PARSED_FILES:
+                self._parsed.popitem(last=False)
+        self._parsed.move_to_end(path)
+        return list(self._parsed[path][1])
 
     def read_generation_texts(self, cell_key: str) -> dict[str, str]:
         """doc_id -> generated text of one cell."""

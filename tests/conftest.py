@@ -9,7 +9,6 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -65,10 +64,11 @@ def vllm_engine():
     def get(path, max_model_len: int = 1024):
         key = (str(path), max_model_len)
         if key not in engines:
-            from vllm import LLM
+            from harness.config import EngineOptions
+            from harness.generation.backends import start_vllm
 
-            engines[key] = LLM(model=str(path), dtype="float32", enforce_eager=True,
-                               max_model_len=max_model_len, seed=0)
+            options = EngineOptions(dtype="float32", enforce_eager=True, max_model_len=max_model_len)
+            engines[key] = start_vllm(path, options, seed=0)
         return engines[key]
 
     yield get

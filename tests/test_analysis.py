@@ -241,3 +241,21 @@ def test_risk_pivot_keeps_prompts_and_same_label_cells_apart(tmp_path):
     same_label = pd.concat([table, table.assign(cell=table["cell"] + "-b", ratio=2.0)])
     twins = [c for c in risk_pivot(same_label).columns if c.startswith("tiny/wanda-0.5")]
     assert twins == ["tiny/wanda-0.5 (tiny-wanda-05-news)", "tiny/wanda-0.5 (tiny-wanda-05-news-b)"]
+
+
+def test_method_rankings_per_seed_keep_structured_sparsities_apart(tmp_path):
+    """Rankings compare methods at one sparsity or pattern: Bonsai and unit-norm at 20% and
+    40% structured are two levels, never one "structured" level pooling both."""
+    from analysis.sections import ReportContext
+    from analysis.seed_section import ranking_table
+
+    specs = [PruneSpecInfo()] + [PruneSpecInfo(method=m, sparsity=s, structure=t, seed=seed)
+                                 for m, t in (("bonsai", "structured"), ("unit-norm", "structured"),
+                                              ("wanda", "unstructured"), ("sparsegpt", "unstructured"))
+                                 for s in (0.2, 0.4) for seed in (0, 1)]
+    make_run(tmp_path, tasks=("news",), specs=specs, n_docs=6)
+    ctx = ReportContext.of(tmp_path, risk_table(load_run(tmp_path), n_boot=50))
+    table = ranking_table(ctx)
+    assert set(table["sparsity or pattern"]) == {"20% structured", "40% structured", "20%", "40%"}
+    row = table[table["sparsity or pattern"] == "40% structured"].iloc[0]
+    assert {row["seed 0"], row["seed 1"]} <= {"bonsai < unit-norm", "unit-norm < bonsai"}

@@ -225,3 +225,79 @@ def test_demo_small_names_builtin_tiny_models_and_bad_names_are_refused(tiny, tm
                                                                                "builtin:tiny-gpt5"))
     with pytest.raises(ConfigError, match=r"bad.yaml: models\[0\].path: 'builtin:tiny-gpt5'.*builtin:tiny-llama"):
         load_study(bad)
+
+
+
+def vllm_study(out: Path, tiny) -> dict:
+    """Dense and the two magnitude prunings of the ``checkpoints`` fixture (one engine, two
+    swaps), 3 documents x 2 prompts, cheap scoring."""
+    raw = study_dict(out, tiny("llama"), tiny("bart"), tiny("nli"), backend="vllm", docs=3,
+                     prune=[{"method": "magnitude", "sparsity": 0.5}, {"method": "magnitude", "structure": "2:4"}])
+    raw["prompts"] = ["A", "B"]
+    raw["generation"].update(engines="model", max_new_tokens=16)
+    raw["scoring"]["metrics"] = ["rouge", "overlap"]
+    return raw
+
+
+@pytest.mark.vllm
+def test_a_vllm_run_killed_while_swapping_resumes_to_what_fresh_engines_generate(checkpoints, vllm_engine, tiny,
+                                                                                tmp_path, capsys):
+    """`prunescope run` on vLLM, killed (SIGKILL to its process group: the run and its engine
+    worker) once the first checkpoint's generations are written, i.e. while the engine swaps
+    in or generates the second; the rerun starts an engine on the second checkpoint and swaps
+    the third into it. Every generation equals a fresh engine's on the same weights, and the
+    manifest holds every cell done with its engine and swap."""
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    from harness.runner.plan import plan_study
+
+    raw = vllm_study(tmp_path / "killed", tiny)
+    study_path = tmp_path / "killed.yaml"
+    study_path.write_text(yaml.safe_dump(raw))
+    store = RunStore(raw["out"])
+    plan = plan_study(parse_study(raw))
+    first, second, third = ([c.info.key for c in plan.cells_of(job)] for job in plan.checkpoints)
+    child = subprocess.Popen([sys.executable, "-m", "harness.cli.main", "run", str(study_path)], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not all(meta_path(store.generation_path(key)).exists() for key in first):
+            assert child.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+            time.sleep(0.005)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert not any(store.generation_path(key).exists() for key in second), "killed too late"
+
+    resumed = run_study(parse_study(raw), show_progress=True, report=False)
+    assert not resumed.failed, resumed.failed
+    generate = {o.key: o.status for o in resumed.outcomes if o.stage == "generate"}
+    assert {k for k, s in generate.items() if s == "cached"} == set(first)
+    # the worker's progress events counted the 12 requests generated (3 documents x 4 cells)
+    assert "tiny generate: 6 cells, 18 requests (6 cached) in" in capsys.readouterr().err
+
+    documents = tuple((r.id, r.document) for r in plan.tasks["demo"].records)
+    fixture = {"dense": tiny("llama"), "magnitude-0.5": checkpoints["llama"]["unstructured"],
+               "magnitude-2of4": checkpoints["llama"]["2:4"]}
+    for job in plan.checkpoints:
+        folder = fixture[job.folder.rsplit("-", 1)[0]]  # label-<content key>
+        identity = model_identity("tiny", folder, job.folder)
+        assert store.read_identity("tiny", job.folder).checkpoint_hash == identity.checkpoint_hash  # same weights
+        for cell in plan.cells_of(job):
+            fresh = generate_cell(folder, documents, cell.info.prompt, cell.generation, identity,
+                                  tmp_path / "fresh" / f"{cell.info.key}.jsonl", llm=vllm_engine(folder))
+            assert token_ids(store.generation_path(cell.info.key)) == [r.output_token_ids for r in fresh]
+
+    manifest = store.read_manifest()
+    assert {stage: {s["status"] for c in manifest["cells"].values() for name, s in c.items() if name == stage}
+            for stage in ("prune", "generate", "score")} == {"prune": {"cached"}, "generate": {"done", "cached"},
+                                                             "score": {"done"}}
+    assert set(manifest["cells"]) == set(first + second + third)
+    record = {key: manifest["cells"][key]["generate"] for key in first + second + third}
+    assert {record[k]["swapped"] for k in first + second} == {False}  # each started an engine
+    assert {(record[k]["swapped"], record[k]["engine"]) for k in third} == {(True, record[second[0]]["engine"])}
+    assert record[first[0]]["engine"] != record[second[0]]["engine"] in manifest["engines"]

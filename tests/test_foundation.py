@@ -278,3 +278,25 @@ def test_two_prune_specs_sharing_a_checkpoint_folder_are_refused(tmp_path, llama
     prune = "[{method: wanda, sparsity: 0.5}, {method: wanda, sparsity: 0.5, calibration: {nsamples: 4}}]"
     with pytest.raises(ConfigError, match="prune\\[1\\] would share the checkpoint folder 'wanda-0.5'"):
         load_study(_write_study(tmp_path, _study(llama_path, prune=prune)))
+
+
+def test_store_parses_a_generations_file_once_per_version(tmp_path):
+    """Repeated reads of an unchanged file return equal records; an atomic rewrite and an
+    in-place edit of another size are both seen."""
+    from harness.records import GenerationRecord, ModelIdentity
+
+    def record(text):
+        return GenerationRecord(doc_id="d1", prompt_id="A", prompt_hash="h", text=text,
+                                output_token_ids=[1], prompt_tokens=1, output_tokens=1,
+                                finish_reason="stop", truncated=False, backend="hf", sampling={},
+                                model=ModelIdentity(name="m", source="m", checkpoint_hash="0" * 16))
+
+    store = RunStore(tmp_path)
+    path = store.generation_path("cell")
+    atomic.write_jsonl(path, [record("first")])
+    assert [r.text for r in store.read_generations("cell")] == ["first"]
+    assert store.read_generations("cell") == store.read_generations("cell")
+    atomic.write_jsonl(path, [record("again")])  # same size, new inode
+    assert [r.text for r in store.read_generations("cell")] == ["again"]
+    path.write_text(path.read_text().replace("again", "edited by hand"))
+    assert [r.text for r in store.read_generations("cell")] == ["edited by hand"]

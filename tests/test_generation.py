@@ -234,3 +234,17 @@ def test_generate_cli_defaults_resolve_one_dtype_in_both_backends(llama_path, tm
     ids = {b: [r["output_token_ids"] for r in records] for b, records in outputs.items()}
     assert len(ids["vllm"]) == 4 and sum(map(len, ids["vllm"])) > 4 * 8
     assert ids["vllm"] == ids["hf"]
+
+
+def test_cpu_kv_cache_holds_eight_full_sequences(tmp_path, llama_path):
+    """Hand-computed: a Llama-7B shape (32 layers, 32 KV heads of 128) in bfloat16 stores
+    2 x 32 x 32 x 128 x 2 B = 512 KiB per token; 8 sequences of 4096 tokens are 16 GiB. The
+    tiny Llama needs far less than 1 GiB, the floor."""
+    from transformers import LlamaConfig
+
+    from harness.generation.backends import cpu_kv_cache_gib
+
+    LlamaConfig(hidden_size=4096, num_attention_heads=32, num_hidden_layers=32).save_pretrained(tmp_path)
+    assert cpu_kv_cache_gib(tmp_path, 4096, "bfloat16") == 16
+    assert cpu_kv_cache_gib(tmp_path, 4097, "bfloat16") == 17
+    assert cpu_kv_cache_gib(llama_path, 1024, "float32") == 1

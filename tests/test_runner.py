@@ -163,16 +163,23 @@ def test_dry_run_lists_cells_and_cached_state(make_study):
     assert all(r.generate == "done" and r.score == "done" for r in rows) and estimate == 0
 
 
-def test_ray_executor_runs_a_two_cell_study(make_study):
+def test_ray_executor_runs_a_two_cell_study(make_study, llama_path, capsys):
     pytest.importorskip("ray")
+    from tests.test_progress import layers, stage_lines
+
     path, raw = make_study("ray", prune=[{"method": "magnitude", "sparsity": 0.5}], docs=2)
     raw["executor"] = "ray"
-    result = run_study(parse_study(raw), show_progress=False)
+    capsys.readouterr()
+    result = run_study(parse_study(raw), show_progress=True)
     import ray
 
     ray.shutdown()
     assert not result.failed
     assert len(list(Path(raw["out"], "scores").glob("*.parquet"))) == 2
+    # progress counted per checkpoint and cell as the Ray tasks' results arrive: 2 cells of 2
+    # documents, one scoring batch per metric and cell
+    assert stage_lines(capsys.readouterr().err) == {"prune": (2, layers(llama_path), 0), "generate": (2, 4, 0),
+                                                    "score": (2, 2 * len(raw["scoring"]["metrics"]), 0)}
 
 
 @pytest.mark.vllm

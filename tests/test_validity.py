@@ -347,3 +347,14 @@ def test_label_direction_is_a_choice(tmp_path):
     assert list(default.hallucinated) == [False, True, False, True]
     np.testing.assert_array_equal(flipped.hallucinated, ~default.hallucinated)
     assert default.protocol_cut == ["val", "val", "test", "test"]
+
+
+def test_validate_metrics_refuses_the_ground_truth(tmp_path, capsys):
+    """A claim file has no gold facts: the ground-truth metric would score NaN; it is refused
+    before any model loads, naming the metrics that do judge claims."""
+    data = factcc_style(tmp_path / "f.json", n_docs=2)
+    assert main(["validate-metrics", "--task", "factcc", "--data", str(data), "--metrics",
+                 "harim,ground_truth", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "not ground_truth" in err and "harim, summac_zs, summac_conv" in err, err
+    assert not (tmp_path / "o").exists()

@@ -10,6 +10,7 @@ prompts are generated once; each document id still gets its record.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +96,9 @@ def generate_checkpoint(session: EngineSession, loaded: Loaded, request: Checkpo
                         batched: Callable[[int], None] | None = None) -> CheckpointResult:
     """Generate every cell of ``request`` with the checkpoint already loaded in ``session``:
     the prompts of all cells in one batch (``batched(size)`` is told its size, ``progress(n)``
-    as prompts finish). A cell whose input is bad (a document that cannot fit, an unknown
-    prompt id) gets its error; the others are generated."""
+    as ``n`` more requests, a document of a cell each, are answered). A cell whose input is
+    bad (a document that cannot fit, an unknown prompt id) gets its error; the others are
+    generated."""
     from transformers import AutoConfig, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(request.model_dir)
@@ -112,7 +114,8 @@ def generate_checkpoint(session: EngineSession, loaded: Loaded, request: Checkpo
     if batched:
         batched(len(batch))
     started = time.perf_counter()
-    outputs = dict(zip(batch, session.generate([list(ids) for ids in batch], progress))) if batch else {}
+    answered = _requests_answered(batch, prepared, progress)
+    outputs = dict(zip(batch, session.generate([list(ids) for ids in batch], answered))) if batch else {}
     generate_s = time.perf_counter() - started
     dtype = resolve_dtype(config.engine.dtype, request.model_dir)
     for cell in request.cells:
@@ -127,6 +130,23 @@ def generate_checkpoint(session: EngineSession, loaded: Loaded, request: Checkpo
             atomic.write_json(meta_path(cell.out), meta)
             results[cell.key] = records
     return CheckpointResult(results, generate_s, len(batch))
+
+
+def _requests_answered(batch: list[tuple], prepared: dict, progress) -> Callable[[int], None] | None:
+    """The backend's ``progress(n)`` (``n`` more prompts of ``batch`` finished, in order) as
+    ``progress(requests)``: an identical prompt answers each document of each cell that has it."""
+    if progress is None:
+        return None
+    asking = Counter(tuple(fitted[first_of[doc_id]].ids) for fitted, first_of, _ in prepared.values()
+                     for doc_id in first_of)
+    finished = 0
+
+    def advance(n: int) -> None:
+        nonlocal finished
+        progress(sum(asking[ids] for ids in batch[finished:finished + n]))
+        finished += n
+
+    return advance
 
 
 def meta_path(out: str | Path) -> Path:

@@ -13,7 +13,7 @@ arrive as events (plain dicts):
 
 - ``{"type": "engine", "engine", "group", "started_from", "engine_start_s"}``: an engine start;
 - ``{"type": "batch", "prompts"}``: a checkpoint's request batch is about to be generated;
-- ``{"type": "progress", "n"}``: ``n`` more prompts finished;
+- ``{"type": "progress", "n"}``: ``n`` more requests (a document of a cell each) answered;
 - ``{"type": "cell", "key", "status": "done" | "failed", "seconds", "details"}``: a cell's
   generations were written (``details``: ``ENGINE_FIELDS``) or failed (``details``: error).
 """

@@ -80,7 +80,7 @@ def _refuse_model_folder(model_dir, out_dir) -> None:
 
 
 def prune_checkpoint(model_dir, spec: PruneSpec, out_dir, *, device="auto", dtype: str = "auto",
-                     calibration_task=None) -> dict:
+                     calibration_task=None, progress=None) -> dict:
     """Load ``model_dir`` in ``dtype``, prune it per ``spec`` with its calibration, write
     ``out_dir``; returns the sparsity report (also written as ``out_dir/sparsity.json``).
 
@@ -88,7 +88,8 @@ def prune_checkpoint(model_dir, spec: PruneSpec, out_dir, *, device="auto", dtyp
     CPU); ``dtype="auto"`` keeps the checkpoint's own (the methods' statistics are fp32
     whatever the weights' dtype). ``calibration_task`` says where a ``task:NAME`` calibration
     source reads its data (``harness.pruning.calibration.load_calibration``). A method
-    registered with ``level="model"`` prunes the loaded model through its ``prune_model``."""
+    registered with ``level="model"`` prunes the loaded model through its ``prune_model``.
+    ``progress(1)`` is called as each decoder block of a driver-walked method is pruned."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
@@ -106,7 +107,8 @@ def prune_checkpoint(model_dir, spec: PruneSpec, out_dir, *, device="auto", dtyp
     if method.level == "model":
         report = method.load().prune_model(model, spec, ids, device=device)
     else:
-        report = prune(model, spec, ids, device=device, offload=torch.device(device).type != "cpu")
+        report = prune(model, spec, ids, device=device, offload=torch.device(device).type != "cpu",
+                       progress=progress)
     if calibration is not None:
         report["calibration"] = {**calibration, "ids_hash": (report.get("calibration") or {}).get("ids_hash")}
     report["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")

@@ -73,12 +73,13 @@ def linear_layers(block: nn.Module) -> dict[str, nn.Linear]:
 
 
 def prune(model: nn.Module, spec: PruneSpec, calibration_ids: torch.Tensor | None, *,
-          device=None, batch_size: int = 8, offload: bool = False) -> dict:
+          device=None, batch_size: int = 8, offload: bool = False, progress=None) -> dict:
     """Prune ``model``'s decoder-block Linears in place; returns the sparsity report.
 
     ``calibration_ids`` is [nsamples, seqlen] (unused by plain magnitude pruning).
     ``device``: where each block is processed (default: where the model's blocks are);
-    ``offload`` keeps calibration activations on the CPU between blocks."""
+    ``offload`` keeps calibration activations on the CPU between blocks; ``progress(1)`` is
+    called as each block is pruned."""
     started = time.perf_counter()
     prefix, blocks = find_blocks(model)
     device = torch.device(device) if device is not None else next(blocks.parameters()).device
@@ -115,6 +116,8 @@ def prune(model: nn.Module, spec: PruneSpec, calibration_ids: torch.Tensor | Non
                 del pruners
                 if info.needs_calibration and index + 1 < len(blocks):
                     states = run_block(block, states, device, store)
+            if progress:
+                progress(1)
     report = sparsity_report(prefix, [linear_layers(b) for b in blocks], spec, targets)
     report["cholesky_retries"] = [{"module": k, **v} for k, v in notes.items()]
     if outlier_ratios is not None:

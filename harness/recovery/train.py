@@ -86,7 +86,8 @@ def recover(model_dir, spec: RecoverySpec, out_dir, *, device="auto", progress: 
     from tqdm import tqdm
 
     loop_started = time.perf_counter()
-    with tqdm(total=spec.steps, initial=step, desc=f"recover {spec.key}", unit="step", disable=not progress) as bar:
+    with tqdm(total=spec.steps, initial=step, desc=f"recover {spec.key}", unit="step",
+              disable=None if progress else True) as bar:  # None: no bar off a terminal
         while step < spec.steps:
             loss = _train_step(model, optimizer, scaler, windows, spec, step, device, dtype)
             if spec.method == "full":

@@ -5,6 +5,11 @@ checkpoints, generate its cells with one engine per engine group, score them) th
 same stage functions, returning ``Outcome``s; only the driver writes the manifest, so
 concurrent workers never race on it. A failed checkpoint or cell is recorded with its error
 and traceback and the others continue.
+
+Progress (``harness.runner.progress``) is counted per stage of each model in pruned decoder
+blocks, generation requests (a document of a cell) and scoring batches (``Scorers.batches``).
+Locally the stages advance it as they work; under Ray the driver counts each checkpoint's or
+cell's units as its task's result arrives.
 """
 
 from __future__ import annotations
@@ -12,14 +17,16 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import cache
 
 from harness.config import StudyConfig
 from harness.runner import freshness, stages
 from harness.runner.plan import CellJob, CheckpointJob, StudyPlan
+from harness.runner.progress import Progress, Stage
 from harness.runner.stages import STAGES, RunContext
 
-__all__ = ["EXECUTORS", "STAGES", "ModelEngines", "Outcome", "checkpoint_stage", "generation_stage", "quality_stage",
-           "ray_gpus", "run_local", "run_ray", "score_stage"]
+__all__ = ["EXECUTORS", "STAGES", "ModelEngines", "Outcome", "batch_count", "checkpoint_stage", "generation_stage",
+           "pruned_blocks", "quality_stage", "ray_gpus", "request_count", "run_local", "run_ray", "score_stage"]
 
 
 @dataclass
@@ -47,10 +54,47 @@ def _attempt(key: str, stage: str, fn) -> tuple[Outcome, object]:
 
 
 def checkpoint_stage(ctx: RunContext, job: CheckpointJob, need_weights: bool,
-                     after=None) -> tuple[Outcome, stages.ReadyCheckpoint | None]:
-    """Prune (or recover) one checkpoint. ``after``: unused; under Ray the parent checkpoint's
-    result, passed so that Ray runs a recovery only once its pruned parent exists."""
-    return _attempt(job.key, "prune", lambda: stages.ensure_checkpoint(ctx, job, need_weights))
+                     after=None, stage: Stage | None = None) -> tuple[Outcome, stages.ReadyCheckpoint | None]:
+    """Prune (or recover) one checkpoint, advancing ``stage`` by its ``pruned_blocks`` (all
+    at once, as cached, when its pruning was current). ``after``: unused; under Ray the parent
+    checkpoint's result, passed so that Ray runs a recovery only once its pruned parent exists."""
+    before = None if stage is None else stage.done
+    advance = None if stage is None else stage.advance
+    outcome, ready = _attempt(job.key, "prune", lambda: stages.ensure_checkpoint(ctx, job, need_weights, advance))
+    if stage is not None and outcome.status != "failed" and stage.done == before:  # no block walked
+        stage.skip(pruned_blocks(job))
+    return outcome, ready
+
+
+def pruned_blocks(job: CheckpointJob) -> int:
+    """The decoder blocks pruning ``job`` walks: the model's layer count for a method the
+    pruning driver walks block by block, else 0 (dense, whole-model methods, recovery)."""
+    from harness.pruning import registry
+
+    if job.spec is None or job.recovery is not None or registry.get(job.spec.method).level != "linear":
+        return 0
+    return _layers(str(job.dense_dir))
+
+
+@cache
+def _layers(model_dir: str) -> int:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_dir).get_text_config().num_hidden_layers
+
+
+def request_count(ctx: RunContext, cells) -> int:
+    """The generation requests of ``cells``: a document of a cell each."""
+    return sum(_documents(ctx, cell) for cell in cells)
+
+
+def batch_count(ctx: RunContext, cells, scorers) -> int:
+    """The scoring batches of ``cells`` (``Scorers.batches``)."""
+    return sum(scorers.batches(_documents(ctx, cell)) for cell in cells)
+
+
+def _documents(ctx: RunContext, cell: CellJob) -> int:
+    return len(ctx.tasks[cell.info.task].records)
 
 
 def quality_stage(ctx: RunContext, job: CheckpointJob, ready) -> Outcome:
@@ -62,19 +106,24 @@ def quality_stage(ctx: RunContext, job: CheckpointJob, ready) -> Outcome:
 
 
 def generation_stage(ctx: RunContext, model: str, jobs: list[CheckpointJob], cells: list[CellJob],
-                     ready: dict) -> list[Outcome]:
+                     ready: dict, stage: Stage | None = None) -> list[Outcome]:
     """Generate a model's pending cells with one engine per engine group
     (``harness.generation.generate_checkpoints``): an ``Outcome`` per cell (stage "generate",
     with the engine that made it) and one per engine start (stage "engine", keyed by the
-    engine's id). ``ready``: checkpoint key -> ``ReadyCheckpoint`` (None: it failed)."""
+    engine's id). ``ready``: checkpoint key -> ``ReadyCheckpoint`` (None: it failed).
+    ``stage`` is advanced by its ``request_count`` as the engine answers them."""
     from harness.generation import generate_checkpoints
 
     requests, current, blocked = stages.generation_requests(ctx, jobs, cells, ready)
     outcomes = [Outcome(c.info.key, "generate", "cached", details=_engine_record(ctx, c)) for c in current]
     outcomes += [Outcome(c.info.key, "generate", "blocked", details={"error": why}) for c, why in blocked]
+    if stage is not None:
+        stage.skip(request_count(ctx, current))
 
     def relay(event: dict) -> None:
-        if event["type"] == "cell":
+        if event["type"] == "progress" and stage is not None:
+            stage.advance(event["n"])
+        elif event["type"] == "cell":
             outcomes.append(Outcome(event["key"], "generate", event["status"], event["seconds"], event["details"]))
         elif event["type"] == "engine":
             details = {k: v for k, v in event.items() if k not in ("type", "engine")}
@@ -99,17 +148,21 @@ def _engine_record(ctx: RunContext, cell: CellJob) -> dict:
     return {k: meta[k] for k in ENGINE_FIELDS if k in meta}
 
 
-def score_stage(ctx: RunContext, cell: CellJob, scorers) -> Outcome:
-    """Score one cell (blocked while its generations are not current)."""
+def score_stage(ctx: RunContext, cell: CellJob, scorers, stage: Stage | None = None) -> Outcome:
+    """Score one cell (blocked while its generations are not current), advancing ``stage``
+    by its ``batch_count`` as they are scored."""
     key = cell.info.key
     if not freshness.generation_current(ctx.store, key):
         return Outcome(key, "score", "blocked", details={"error": "no generations yet"})
-    outcome, _ = _attempt(key, "score", lambda: (stages.ensure_scores(ctx, cell, scorers), None))
+    advance = None if stage is None else stage.advance
+    outcome, _ = _attempt(key, "score", lambda: (stages.ensure_scores(ctx, cell, scorers, advance), None))
     outcome.details["scorer_key"] = ctx.scorer_key
+    if stage is not None and outcome.status == "cached":
+        stage.skip(batch_count(ctx, [cell], scorers))
     return outcome
 
 
-def run_local(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
+def run_local(ctx: RunContext, plan: StudyPlan, *, record, progress: Progress) -> None:
     """Model by model: prune its checkpoints, generate all its cells with one engine per
     engine group (in a worker process under vLLM, so its memory is free before scoring), then
     score them."""
@@ -117,28 +170,57 @@ def run_local(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
     for model, jobs in plan.checkpoints_by_model().items():
         cells = [c for job in jobs for c in plan.cells_of(job)]
         ready = {}
-        for job in jobs:
-            job_cells = plan.cells_of(job)
-            if ctx.only != "score":  # scoring alone never prunes
-                outcome, ready[job.key] = checkpoint_stage(ctx, job, _needs_weights(ctx, job, job_cells))
-                _record_for_cells(record, outcome, job_cells)
-            if _runs_quality(ctx):
-                _record_for_cells(record, quality_stage(ctx, job, ready.get(job.key)), job_cells)
+        if ctx.only != "score":  # scoring alone never prunes
+            with _stage(progress, model, "prune", jobs) as stage:
+                for job in jobs:
+                    job_cells = plan.cells_of(job)
+                    outcome, ready[job.key] = checkpoint_stage(ctx, job, _needs_weights(ctx, job, job_cells),
+                                                               stage=stage)
+                    _record_for_cells(record, outcome, job_cells)
+        if _runs_quality(ctx):
+            with _stage(progress, model, "quality", jobs) as stage:
+                for job in jobs:
+                    outcome = quality_stage(ctx, job, ready.get(job.key))
+                    _count(stage, outcome, 1)
+                    _record_for_cells(record, outcome, plan.cells_of(job))
         if ctx.only in ("prune", "quality"):
-            progress(len(cells))
+            progress.cells_done(len(cells))
             continue
         stopped = set()  # cells whose generation failed or was blocked in this run
         if ctx.only in (None, "generate"):
-            for outcome in generation_stage(ctx, model, jobs, cells, ready):
-                if outcome.status in ("failed", "blocked"):
-                    stopped.add(outcome.key)
-                record(outcome)
-        for cell in cells:
-            if ctx.only in (None, "score") and cell.info.key not in stopped:
-                record(score_stage(ctx, cell, scorers))
-            progress(1)
+            with _stage(progress, model, "generate", cells, request_count(ctx, cells)) as stage:
+                for outcome in generation_stage(ctx, model, jobs, cells, ready, stage):
+                    if outcome.status in ("failed", "blocked"):
+                        stopped.add(outcome.key)
+                    record(outcome)
+        scored = [c for c in cells if ctx.only in (None, "score") and c.info.key not in stopped]
+        if ctx.only in (None, "score"):
+            with _stage(progress, model, "score", scored, batch_count(ctx, scored, scorers)) as stage:
+                for cell in scored:
+                    record(score_stage(ctx, cell, scorers, stage))
+                    progress.cells_done(1)
+        progress.cells_done(len(cells) - len(scored))
         for job in jobs:  # after the whole model's generation: a parent's recovered systems are done too
             _maybe_drop_weights(ctx, job, plan.cells_needing(job))
+
+
+def _stage(progress: Progress, model: str, name: str, items: list, total: int | None = None):
+    """A stage of one model over ``items`` (checkpoint jobs or cells); ``total``: its units
+    (default: the jobs' ``pruned_blocks`` for "prune", one per item otherwise)."""
+    unit, what = {"prune": ("block", "checkpoint"), "quality": ("checkpoint", "checkpoint"),
+                  "generate": ("request", "cell"), "score": ("batch", "cell")}[name]
+    if total is None:
+        total = sum(map(pruned_blocks, items)) if name == "prune" else len(items)
+    counted = f"{len(items)} {what}{'s' * (len(items) != 1)}" if unit != what else ""
+    return progress.stage(f"{model} {name}", unit, total, counted)
+
+
+def _count(stage: Stage, outcome: Outcome, units: int) -> None:
+    """Count a finished checkpoint's or cell's ``units``: worked when done, skipped when cached."""
+    if outcome.status == "done":
+        stage.advance(units)
+    elif outcome.status == "cached":
+        stage.skip(units)
 
 
 def ray_gpus(study: StudyConfig, cluster: dict) -> float:
@@ -150,7 +232,7 @@ def ray_gpus(study: StudyConfig, cluster: dict) -> float:
     return 1 if cluster.get("GPU", 0) >= 1 else 0
 
 
-def run_ray(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
+def run_ray(ctx: RunContext, plan: StudyPlan, *, record, progress: Progress) -> None:
     """Per model: one Ray task per checkpoint to prune (and one for its quality stage), then
     one actor that holds the model's engines and works through its checkpoints, then one task
     that scores the model's cells (scorer models loaded once per task). Each asks for
@@ -183,20 +265,51 @@ def run_ray(ctx: RunContext, plan: StudyPlan, *, record, progress) -> None:
             generated = actor.generate.remote(ctx, model, jobs, cells, *(pruned[job.key] for job in jobs))
         if ctx.only in (None, "score"):
             scored = score_task.remote(ctx, cells, generated)
-        models.append((jobs, pruned, quality, actor, generated, scored, cells))
-    for jobs, pruned, quality, actor, generated, scored, cells in models:
-        for job in jobs:
-            if job.key in pruned:
-                _record_for_cells(record, ray.get(pruned[job.key])[0], plan.cells_of(job))
-            if job.key in quality:
-                _record_for_cells(record, ray.get(quality[job.key]), plan.cells_of(job))
-        for outcome in [*(ray.get(generated) if generated else []), *(ray.get(scored) if scored else [])]:
-            record(outcome)
+        models.append((model, jobs, pruned, quality, actor, generated, scored, cells))
+    for model, jobs, pruned, quality, actor, generated, scored, cells in models:
+        _gather_model(ctx, plan, progress, record, model, jobs, pruned, quality, generated, scored, cells)
         if actor is not None:
             ray.kill(actor)  # its GPU is free for the next model's engines
-        progress(len(cells))
         for job in jobs:
             _maybe_drop_weights(ctx, job, plan.cells_needing(job))
+
+
+def _gather_model(ctx: RunContext, plan: StudyPlan, progress: Progress, record, model: str, jobs, pruned: dict,
+                  quality: dict, generated, scored, cells) -> None:
+    """Wait for one model's Ray tasks in stage order, recording their outcomes and counting
+    each checkpoint's or cell's units as its result arrives."""
+    import ray
+
+    if pruned:
+        with _stage(progress, model, "prune", jobs) as stage:
+            for job in jobs:
+                outcome = ray.get(pruned[job.key])[0]
+                _count(stage, outcome, pruned_blocks(job))
+                _record_for_cells(record, outcome, plan.cells_of(job))
+    if quality:
+        with _stage(progress, model, "quality", jobs) as stage:
+            for job in jobs:
+                outcome = ray.get(quality[job.key])
+                _count(stage, outcome, 1)
+                _record_for_cells(record, outcome, plan.cells_of(job))
+    by_key = {cell.info.key: cell for cell in cells}
+    stopped = set()
+    if generated is not None:
+        with _stage(progress, model, "generate", cells, request_count(ctx, cells)) as stage:
+            for outcome in ray.get(generated):
+                if outcome.stage == "generate":
+                    _count(stage, outcome, _documents(ctx, by_key[outcome.key]))
+                if outcome.status in ("failed", "blocked"):
+                    stopped.add(outcome.key)
+                record(outcome)
+    if scored is not None:
+        scorers = _scorers(ctx.study)  # for counting only: it loads no model
+        kept = [cell for cell in cells if cell.info.key not in stopped]
+        with _stage(progress, model, "score", kept, batch_count(ctx, kept, scorers)) as stage:
+            for outcome in ray.get(scored):
+                _count(stage, outcome, batch_count(ctx, [by_key[outcome.key]], scorers))
+                record(outcome)
+    progress.cells_done(len(cells))
 
 
 class ModelEngines:

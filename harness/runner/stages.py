@@ -47,9 +47,11 @@ class ReadyCheckpoint:
     adapter: Path | None = None
 
 
-def ensure_checkpoint(ctx: RunContext, job: CheckpointJob, need_weights: bool = True) -> tuple[bool, ReadyCheckpoint]:
+def ensure_checkpoint(ctx: RunContext, job: CheckpointJob, need_weights: bool = True,
+                      progress=None) -> tuple[bool, ReadyCheckpoint]:
     """Prune (unless current), write identity.json, measure perplexity (unless current).
-    Returns whether any work was done, and the checkpoint."""
+    Returns whether any work was done, and the checkpoint. ``progress(1)`` as each decoder
+    block is pruned (``harness.pruning.prune_checkpoint``)."""
     store = ctx.store
     if job.spec is None:
         pruned, ready = False, ReadyCheckpoint(job.dense_dir, job.dense_identity)
@@ -59,7 +61,7 @@ def ensure_checkpoint(ctx: RunContext, job: CheckpointJob, need_weights: bool = 
     elif job.recovery is not None:
         pruned, ready = _recovered_checkpoint(store, job, need_weights)
     else:
-        pruned, ready = _pruned_checkpoint(store, job, need_weights)
+        pruned, ready = _pruned_checkpoint(store, job, need_weights, progress)
     measured = False
     if ctx.perplexity_text and ready.directory is not None:
         measured = _ensure_perplexity(ctx, job, ready)
@@ -71,7 +73,8 @@ def is_pruned(store: RunStore, job: CheckpointJob) -> bool:
     return freshness.checkpoint_current(store, job.model, job.folder, job.key)
 
 
-def _pruned_checkpoint(store: RunStore, job: CheckpointJob, need_weights: bool) -> tuple[bool, ReadyCheckpoint]:
+def _pruned_checkpoint(store: RunStore, job: CheckpointJob, need_weights: bool,
+                       progress=None) -> tuple[bool, ReadyCheckpoint]:
     folder = store.checkpoint_dir(job.model, job.folder)
     cached = is_pruned(store, job)
     has_weights = cached and _has_weights(folder)
@@ -79,7 +82,8 @@ def _pruned_checkpoint(store: RunStore, job: CheckpointJob, need_weights: bool) 
         return False, ReadyCheckpoint(folder if has_weights else None, store.read_identity(job.model, job.folder))
     from harness.pruning import prune_checkpoint
 
-    prune_checkpoint(job.dense_dir, job.spec, folder, dtype=job.dtype, calibration_task=job.calibration_task)
+    prune_checkpoint(job.dense_dir, job.spec, folder, dtype=job.dtype, calibration_task=job.calibration_task,
+                     progress=progress)
     identity = model_identity(job.model, folder, store.relative(folder), job.dense_identity.revision)
     store.write_checkpoint_report(job.model, job.folder, "identity.json", identity)
     store.write_job_key(job.model, job.folder, job.key)
@@ -202,9 +206,9 @@ def generation_requests(ctx: RunContext, jobs: list[CheckpointJob], cells: list[
     return requests, current, blocked
 
 
-def ensure_scores(ctx: RunContext, cell: CellJob, scorers) -> bool:
+def ensure_scores(ctx: RunContext, cell: CellJob, scorers, progress=None) -> bool:
     """Score the cell's generations unless the score file is stamped with this scorer key
-    and these generations' key."""
+    and these generations' key; ``progress`` as for ``Scorers.score``."""
     store, key = ctx.store, cell.info.key
     if freshness.scores_current(store, key, ctx.scorer_key):
         return False
@@ -214,7 +218,7 @@ def ensure_scores(ctx: RunContext, cell: CellJob, scorers) -> bool:
     score_cell(store.generation_path(key), {r.id: r.document for r in records},
                {r.id: r.reference for r in records}, scorers, store.score_path(key), cell=cell.info,
                inputs=freshness.score_inputs(store, key, ctx.scorer_key),
-               facts={r.id: r.facts for r in records})
+               facts={r.id: r.facts for r in records}, progress=progress)
     return True
 
 

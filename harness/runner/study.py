@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from harness.errors import PrunescopeError, read_text
 from harness.models import downloads_allowed
 from harness.runner import freshness, stages
 from harness.runner.executors import EXECUTORS, Outcome
+from harness.runner.progress import Progress
 from harness.runner.stages import STAGES
 from harness.runner.plan import StudyPlan, limited_study, plan_study, scorer_key
 from harness.store import RunStore, provenance
@@ -54,7 +54,8 @@ def run_study(study: StudyConfig | str | Path, out: str | Path | None = None, *,
     """Run (or resume) a study; complete cells are skipped, failed cells reported.
 
     ``stage`` runs one of ``prune``, ``quality``, ``generate``, ``score``, ``report`` alone;
-    ``report=False`` leaves the report for later (e.g. after an annotation round). A study
+    ``report=False`` leaves the report for later (e.g. after an annotation round);
+    ``show_progress``: counts and ETA per stage (``harness.runner.progress``). A study
     with quality tasks is refused before any work when lm-eval is not installed. A run
     folder made for a study of another name, or a non-empty folder that is no run folder, is
     refused unless ``add`` (``check_run_dir``)."""
@@ -130,14 +131,8 @@ def _run_locked(store, study, result, limit, stage, executor, show_progress, rep
     log.info("study %s: %d checkpoints, %d cells -> %s", study.name, len(plan.checkpoints),
              len(plan.cells), store.root)
 
-    counts: Counter = Counter()
-    bars = []
-
     def record(outcome: Outcome) -> None:
         result.outcomes.append(outcome)
-        counts[f"{outcome.stage} {outcome.status}"] += 1
-        for bar in bars:  # per-stage counts beside the cell bar's count and ETA
-            bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         if outcome.stage == "engine":  # an engine start: the manifest's engine log, not a cell
             store.update_manifest(engines={outcome.key: {"seconds": outcome.seconds, **outcome.details}})
         else:
@@ -148,10 +143,12 @@ def _run_locked(store, study, result, limit, stage, executor, show_progress, rep
                 outcome.details.get("error", ""))
 
     if stage != "report":
-        with _progress(len(plan.cells), f"{study.name} cells", show_progress) as bar:
-            bars.append(bar)
+        progress = Progress(len(plan.cells), f"{study.name} cells", enabled=show_progress)
+        try:
             ctx = stages.RunContext(store, study, plan.tasks, text, scorer_key(study.scoring), stage)
-            EXECUTORS[executor](ctx, plan, record=record, progress=bar.update)
+            EXECUTORS[executor](ctx, plan, record=record, progress=progress)
+        finally:
+            progress.close()
     if report and stage in (None, "report"):
         try:
             from analysis.report import write_report
@@ -190,8 +187,8 @@ def _perplexity_text(study: StudyConfig, plan: StudyPlan) -> str:
 
 
 def _log_to(path: Path) -> logging.Handler:
-    """Stage outcomes go to run.log (the progress bar shows counts; failures are printed at
-    the end), not to whatever console handler a library installed on the root logger."""
+    """Stage outcomes go to run.log (the progress display shows counts; failures are printed
+    at the end), not to whatever console handler a library installed on the root logger."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -202,13 +199,7 @@ def _log_to(path: Path) -> logging.Handler:
 
 
 def quiet_libraries() -> None:
-    """One progress bar per run instead of one per model load."""
+    """The run's own progress display instead of a bar per model load."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="cell", disable=not enabled)

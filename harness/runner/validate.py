@@ -21,8 +21,9 @@ from harness.scoring import Scorers, registry
 from tasks import load_task
 from tasks.claims import labelled_claims
 
-# the registry's metrics with a hallucination-risk column
-HALLUCINATION_METRICS = tuple(m.name for m in registry.METRICS.values() if m.risk)
+# the registry's metrics with a hallucination-risk column that judge a claim (the ground
+# truth reads a task's gold facts, which a claim file does not have)
+HALLUCINATION_METRICS = tuple(m.name for m in registry.METRICS.values() if m.risk and not m.gold)
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
 LAMBDA = 7.0
 SOURCE_TOKENS = 1024
@@ -48,8 +47,7 @@ def harim_scores(loaded, sources: list[str], summaries: list[str], *, batch_size
     empty_ids = tok("", truncation=True, max_length=source_tokens)["input_ids"]
     order = sorted(range(len(sources)), key=lambda i: (len(src_ids[i]) + len(labels[i]), i))
     scores: list[HarimScore | None] = [None] * len(sources)
-    for start in tqdm(range(0, len(order), batch_size), desc="HaRiM+", unit="batch",
-                      disable=None, leave=False):
+    for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         batch_labels = [labels[i] for i in batch]
         logp = label_logprobs(loaded, [src_ids[i] for i in batch], batch_labels)

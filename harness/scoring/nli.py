@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from harness.errors import PrunescopeError
 
@@ -65,8 +64,7 @@ def nli_images(loaded, documents: list[tuple[list[str], list[str]]], *, batch_si
                   truncation=True, max_length=max_tokens)
     features = [{k: encoded[k][i] for k in encoded.keys()} for i in range(len(pairs))]
     order = sorted(range(len(pairs)), key=lambda i: (len(features[i]["input_ids"]), i))
-    for start in tqdm(range(0, len(order), batch_size), desc="SummaC NLI", unit="batch",
-                      disable=None, leave=False):
+    for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         inputs = tok.pad([features[i] for i in batch], padding_side="right", return_tensors="pt")
         with torch.inference_mode():

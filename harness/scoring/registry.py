@@ -45,6 +45,7 @@ class Metric:
     # column -> (report table, label); tables: "quality", "overlap", "output"
     report: dict[str, tuple[str, str]] = field(default_factory=dict)
     settings: tuple[str, ...] = ()  # ScoringConfig fields that must be set (e.g. weights)
+    gold: bool = False  # reads the task's gold facts (the ground truth), judges nothing itself
 
     def load(self):
         """The metric's module (score, provenance)."""
@@ -75,7 +76,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("overlap", ("coverage", "density", "compression", "novel_1", "novel_2", "novel_3",
                        "novel_4", "repetition"), "harness.scoring.overlap", report=_overlap_report()),
     Metric("ground_truth", ("gt_hallucinated_facts", "gt_hallucination", "gt_fact_recall",
-                            "gt_repetition"), "harness.scoring.ground_truth", references="reference",
+                            "gt_repetition"), "harness.scoring.ground_truth", references="reference", gold=True,
            risk=(RiskColumn("Ground truth", "gt_hallucination"),),
            report={"gt_fact_recall": ("quality", "fact recall (ground truth)"),
                    "gt_hallucinated_facts": ("output", "hallucinated facts (ground truth)"),

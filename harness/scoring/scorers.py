@@ -34,8 +34,8 @@ class ScoringError(PrunescopeError):
 
 @dataclass
 class ScoreBatch:
-    """The summaries of one call to ``Scorers.score``, aligned by position. ``shared`` holds
-    intermediate results that several metrics use (the SummaC NLI images)."""
+    """A batch of the summaries of one call to ``Scorers.score``, aligned by position.
+    ``shared`` holds intermediate results that several metrics use (the SummaC NLI images)."""
 
     doc_ids: list[str]
     texts: list[str]
@@ -109,9 +109,15 @@ class Scorers:
 
     def score(self, summaries: list[dict], sources: dict[str, str],
               references: dict[str, str | None],
-              facts: dict[str, list[dict] | None] | None = None) -> "pandas.DataFrame":  # noqa: F821
+              facts: dict[str, list[dict] | None] | None = None,
+              progress=None) -> "pandas.DataFrame":  # noqa: F821
         """A row per summary dict (``doc_id``, ``text``, ``output_tokens``), in input order;
-        columns of metrics not asked for are NaN. ``facts``: gold facts per doc id."""
+        columns of metrics not asked for are NaN. ``facts``: gold facts per doc id.
+
+        Summaries are scored ``config.batch_size`` at a time, in order of length (source plus
+        summary characters: similar lengths pad little; no score depends on its batch), each
+        batch by every metric in turn; ``progress(1)`` is called after each metric of each
+        batch, so a call makes ``batches(len(summaries))`` of them."""
         import pandas as pd
 
         for k, summary in enumerate(summaries):
@@ -127,22 +133,35 @@ class Scorers:
         if not summaries:
             return pd.DataFrame({c: [] for c in columns})
         ids = [s["doc_id"] for s in summaries]
-        batch = ScoreBatch(ids, [s["text"] for s in summaries], [sources[i] for i in ids],
-                           [references.get(i) for i in ids], [(facts or {}).get(i) for i in ids])
+        texts = [s["text"] for s in summaries]
         rows = {c: [math.nan] * len(summaries) for c in columns}
         rows["doc_id"] = ids
         rows["summary_tokens"] = [int(s["output_tokens"]) for s in summaries]
-        rows["summary_words"] = [len(overlap.words(t)) for t in batch.texts]
-        rows["empty"] = [not t.strip() for t in batch.texts]
-        for name in self.config.metrics:
-            metric = registry.get(name)
-            found = metric.load().score(batch, self)
-            unknown = set(found) - set(metric.columns)
-            if unknown:
-                raise ScoringError(f"metric {name!r} returned undeclared columns {sorted(unknown)}")
-            rows.update(found)
+        rows["summary_words"] = [len(overlap.words(t)) for t in texts]
+        rows["empty"] = [not t.strip() for t in texts]
+        order = sorted(range(len(ids)), key=lambda k: (len(sources[ids[k]]) + len(texts[k]), k))
+        size = self.config.batch_size
+        for start in range(0, len(order), size):
+            part = order[start:start + size]
+            batch = ScoreBatch([ids[k] for k in part], [texts[k] for k in part], [sources[ids[k]] for k in part],
+                               [references.get(ids[k]) for k in part], [(facts or {}).get(ids[k]) for k in part])
+            for name in self.config.metrics:
+                metric = registry.get(name)
+                found = metric.load().score(batch, self)
+                unknown = set(found) - set(metric.columns)
+                if unknown:
+                    raise ScoringError(f"metric {name!r} returned undeclared columns {sorted(unknown)}")
+                for column, values in found.items():
+                    for k, value in zip(part, values, strict=True):
+                        rows[column][k] = value
+                if progress:
+                    progress(1)
         frame = pd.DataFrame(rows, columns=list(columns))
         return frame.astype({"summary_tokens": "int64", "summary_words": "int64", "empty": "bool"})
+
+    def batches(self, summaries: int) -> int:
+        """How many ``progress`` steps ``score`` makes for ``summaries`` summaries."""
+        return -(-summaries // self.config.batch_size) * len(self.config.metrics)
 
     def provenance(self) -> dict:
         """What produced the scores, per metric (models with source, hash and precision;
@@ -156,10 +175,11 @@ class Scorers:
 def score_cell(generations_path: str | Path, sources: dict[str, str],
                references: dict[str, str | None], scorers: Scorers, out: str | Path,
                cell: CellInfo | None = None, inputs: dict | None = None,
-               facts: dict[str, list[dict] | None] | None = None) -> "pandas.DataFrame":  # noqa: F821
+               facts: dict[str, list[dict] | None] | None = None, progress=None) -> "pandas.DataFrame":  # noqa: F821
     """Score one cell's generations and write ``out`` (parquet) atomically, with the cell, the
     scorer provenance and ``inputs`` (the freshness stamp: scorer key and generations key,
-    see ``harness.runner.freshness``) under the file metadata key ``prunescope``."""
+    see ``harness.runner.freshness``) under the file metadata key ``prunescope``;
+    ``progress`` as for ``Scorers.score``."""
     from harness.records import read_generations
     from harness.store import write_scores
 
@@ -167,7 +187,7 @@ def score_cell(generations_path: str | Path, sources: dict[str, str],
     summaries = [{"doc_id": r.doc_id, "text": r.text, "output_tokens": r.output_tokens}
                  for r in records]
     try:
-        frame = scorers.score(summaries, sources, references, facts)
+        frame = scorers.score(summaries, sources, references, facts, progress)
     except ScoringError as exc:
         raise ScoringError(f"{generations_path}: {exc}") from None
     metadata = {"schema_version": SCHEMA_VERSION,

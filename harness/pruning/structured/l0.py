@@ -104,7 +104,8 @@ def train_gates(model: nn.Module, ids: torch.Tensor, targets: dict, totals: dict
     was_training = model.training
     model.eval()
     try:
-        bar = tqdm(range(l0.steps), desc="l0 gates", unit="step", disable=not progress)
+        bar = tqdm(range(l0.steps), desc="l0 gates", unit="step",
+                   disable=None if progress else True)  # None: no bar off a terminal
         for step in bar:
             chunk = ids[order[step * batch:(step + 1) * batch]].to(device)
             z = {k: hc.sample(log_alpha[k], l0.beta, l0.limits, generator) for k in gated}
