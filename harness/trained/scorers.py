@@ -108,8 +108,9 @@ def nli_pairs(n_events: int, seed: int) -> list[tuple[str, str, int]]:
 def train_nli(out: Path, seed: int, steps: int = 400, batch: int = 64, lr: float = 2e-3,
               events: int = 3000) -> dict:
     """A BERT pair classifier labelled like tals/albert-xlarge-vitaminc-mnli, trained on
-    :func:`nli_pairs` of ``events`` drawn events; accuracy: on pairs of events drawn with another seed, how well it tells
-    entailed pairs (SUPPORTS) from fact-corrupted ones (balanced; 3-way accuracy beside it).
+    :func:`nli_pairs` of ``events`` drawn events; accuracy: on pairs of events drawn with
+    another seed, how well it tells entailed pairs (SUPPORTS) from fact-corrupted ones
+    (balanced; 3-way accuracy beside it).
 
     In its budget (under a minute) it tells entailed pairs from other sentences but not from
     corrupted ones, so it ships flagged (``learned: false``). Tried and measured on held-out
