@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 
 FACT_TYPES = ("person", "organisation", "place", "number", "date")
 FACTS_TASK_SEED, FACTS_TASK_SIZE = 1000, 400
@@ -68,23 +69,51 @@ _SLOT = re.compile(r"\{([PNOLD])(\d)\}")
 def records(n: int, seed: int) -> list[dict]:
     """``n`` records (``id``, ``document``, ``reference``, ``facts``) drawn with ``seed``."""
     rng = random.Random(seed)
-    return [_record(f"facts-{seed}-{i:04d}", rng) for i in range(n)]
+    return [draw_event(rng).record(f"facts-{seed}-{i:04d}") for i in range(n)]
 
 
-def _record(record_id: str, rng: random.Random) -> dict:
+@dataclass(frozen=True)
+class Event:
+    """One drawn news event: a template's key and (shuffled) detail sentences, unfilled, and
+    the value of each slot. The public unit of the grammar, for models trained on it."""
+
+    key: tuple[str, ...]
+    detail: tuple[str, ...]
+    values: dict[str, str]
+
+    def sentences(self, short: bool = False) -> list[str]:
+        """The filled sentences, key ones first; ``short``: bracketed spans dropped."""
+        form = _short if short else _full
+        return [_fill(form(s), self.values) for s in (*self.key, *self.detail)]
+
+    def facts(self) -> list[dict]:
+        """Every fact of the document, ``{"type", "value", "key"}``, in order of mention."""
+        reference = self.reference()
+        facts = {}
+        for letter, digit in _SLOT.findall(" ".join((*self.key, *self.detail))):
+            kind, value = _slot_type(letter), self.values[letter + digit]
+            facts.setdefault((kind, value), {"type": kind, "value": value,
+                                             "key": _mentions(reference, value)})
+        return list(facts.values())
+
+    def document(self) -> str:
+        return " ".join(self.sentences())
+
+    def reference(self) -> str:
+        return " ".join(self.sentences(short=True)[:len(self.key)])
+
+    def record(self, record_id: str) -> dict:
+        return {"id": record_id, "document": self.document(), "reference": self.reference(),
+                "facts": self.facts()}
+
+
+def draw_event(rng: random.Random) -> Event:
+    """A template, its slot values and the order of its detail sentences, drawn from ``rng``."""
     template = rng.choice(TEMPLATES)
     values = _draw_slots(rng)
     details = list(template["detail"])
     rng.shuffle(details)
-    document = " ".join(_fill(_full(s), values) for s in (*template["key"], *details))
-    reference = " ".join(_fill(_short(s), values) for s in template["key"])
-    facts = {}
-    for letter, digit in _SLOT.findall(" ".join((*template["key"], *details))):
-        kind, value = _slot_type(letter), values[letter + digit]
-        facts.setdefault((kind, value), {"type": kind, "value": value,
-                                         "key": _mentions(reference, value)})
-    return {"id": record_id, "document": document, "reference": reference,
-            "facts": list(facts.values())}
+    return Event(tuple(template["key"]), tuple(details), values)
 
 
 def _draw_slots(rng: random.Random) -> dict[str, str]:
@@ -114,7 +143,9 @@ def _fill(sentence: str, values: dict[str, str]) -> str:
 
 
 def _mentions(text: str, value: str) -> bool:
-    return re.search(rf"(?<![\w]){re.escape(value)}(?![\w])", text) is not None
+    # The substring test first: corrupt() checks hundreds of pool values, and compiling a
+    # pattern for each (more than re's cache holds) made it the trainers' slowest step.
+    return value in text and re.search(rf"(?<![\w]){re.escape(value)}(?![\w])", text) is not None
 
 
 def corrupt(text: str, document: str, facts: list[dict], rng: random.Random) -> str:
@@ -133,6 +164,12 @@ def corrupt(text: str, document: str, facts: list[dict], rng: random.Random) -> 
     else:
         new = rng.choice([v for v in _pool(kind) if not _mentions(document, v)])
     return re.sub(rf"(?<![\w]){re.escape(value)}(?![\w])", new, text, count=1)
+
+
+def slot_words() -> list[str]:
+    """Every word a slot can take (first and last names, organisations, places, numbers,
+    days, months), for a tokenizer that keeps each one whole."""
+    return [*FIRST, *LAST, *ORGANISATIONS, *PLACES, *map(str, range(1, 100)), *MONTHS]
 
 
 def _pool(kind: str) -> list[str]:
