@@ -43,9 +43,9 @@ def test_demo_config_grid_seeds_and_banner_flag(tmp_path):
     assert yaml.safe_load(store.study_yaml.read_text())["demo"] is True
     # study.yaml, written after the sweeps expanded, reads back to the same specs
     assert [p.key for p in store.read_study().prune] == [p.key for p in study.prune]
-    small = parse_study(demo_config(tmp_path / "run", models, family="qwen2", methods=("wanda",),
+    small = parse_study(demo_config(tmp_path / "run", models, family="gpt_neox", methods=("wanda",),
                                     sparsities=(0.5,), structures=(), seeds=(3,)), source="demo")
-    assert [p.key for p in small.prune] == ["wanda-0.5-s3"] and small.models[0].name == "qwen2-summarizer"
+    assert [p.key for p in small.prune] == ["wanda-0.5-s3"] and small.models[0].name == "gpt_neox-summarizer"
 
 
 def test_sweep_figure_draws_nm_apart_from_unstructured():

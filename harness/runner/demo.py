@@ -1,7 +1,7 @@
 """The demo study: the whole pipeline on built-in tiny models *trained here* on the synthetic
 ``facts`` task, so that its findings can be checked against the ground truth. Offline.
 
-The trained Llama-style summarizer (``--family qwen2``: the Qwen2-style one), dense plus
+The trained Llama-style summarizer (``--family gpt_neox``: the GPT-NeoX one), dense plus
 magnitude, Wanda and SparseGPT at 50-80% unstructured, 2:4 and 4:8, the calibrated methods
 over three calibration seeds; prompt A on the first ``documents`` documents of ``facts``;
 generation with transformers (one process: the tiny model generates a cell in about a
@@ -24,7 +24,7 @@ from harness.runner.study import RunResult, quiet_libraries, run_study
 
 DEMO_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-FAMILIES = {"llama": "summarizer-llama", "qwen2": "summarizer-qwen2"}
+FAMILIES = {"llama": "summarizer-llama", "gpt_neox": "summarizer-gpt_neox"}
 METHODS = ("magnitude", "wanda", "sparsegpt")  # fixed: methods added later stay out of the demo
 SPARSITIES = (0.5, 0.6, 0.7, 0.8)
 NM = ("2:4", "4:8")

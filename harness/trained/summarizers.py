@@ -1,4 +1,4 @@
-"""Two causal-LM summarizer families (Llama, Qwen2) trained on the facts task.
+"""Two causal-LM summarizer families (Llama, GPT-NeoX) trained on the facts task.
 
 Hidden 64, 2 layers, head_dim 32 (vLLM's CPU attention needs it), the task's BPE tokenizer;
 prompted with prompt A through their chat template. Training: a copy warm-up (the answer is
@@ -15,16 +15,21 @@ import transformers
 from harness import tiny_models
 from harness.trained.fitting import CONTEXT, fit, pad_rows, task_tokenizer
 
-FAMILIES = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}
+FAMILIES = ("llama", "gpt_neox")
 HIDDEN, HEADS, LAYERS, FFN = 64, 2, 2, 128
 
 
 def causal_config(family: str, vocab_size: int):
-    return FAMILIES[family](
-        vocab_size=vocab_size, hidden_size=HIDDEN, num_attention_heads=HEADS,
-        num_key_value_heads=HEADS, head_dim=HIDDEN // HEADS, num_hidden_layers=LAYERS,
-        intermediate_size=FFN, max_position_embeddings=CONTEXT, tie_word_embeddings=False,
-        **tiny_models.special_ids())
+    """Llama (RMSNorm, SwiGLU, separate q/k/v) or GPT-NeoX (LayerNorm, GELU, fused qkv,
+    parallel residual): two block designs for the pruning core and vLLM."""
+    common = dict(vocab_size=vocab_size, hidden_size=HIDDEN, num_attention_heads=HEADS,
+                  num_hidden_layers=LAYERS, intermediate_size=FFN, max_position_embeddings=CONTEXT,
+                  tie_word_embeddings=False, **tiny_models.special_ids())
+    if family == "llama":
+        return transformers.LlamaConfig(**common, num_key_value_heads=HEADS, head_dim=HIDDEN // HEADS)
+    if family == "gpt_neox":
+        return transformers.GPTNeoXConfig(**common, rotary_pct=1.0, use_parallel_residual=True)
+    raise ValueError(f"unknown summarizer family {family!r}; choose from {', '.join(FAMILIES)}")
 
 
 def train_summarizer(family: str, out: Path, seed: int, warmup_steps: int = 200,
@@ -60,16 +65,28 @@ def train_summarizer(family: str, out: Path, seed: int, warmup_steps: int = 200,
     return {"model": f"summarizer ({family})", "accuracy": quality["fact_recall"],
             "accuracy_name": f"held-out fact recall (facts task, {quality['heldout_documents']} "
                              "documents, greedy)",
-            "chance": 0.0, **quality, "steps": warmup_steps + steps, "copy_warmup": warmup_steps,
+            "chance": 0.0, **quality, "learned": faithful(quality), "steps": warmup_steps + steps, "copy_warmup": warmup_steps,
             "batch": batch, "final_loss": loss}
+
+
+FAITHFUL_RECALL, FAITHFUL_HALLUCINATION = 0.9, 0.02  # what a dense summarizer must reach
+
+
+def faithful(quality: dict) -> bool:
+    """A summarizer has learned when its held-out summaries state >= 90% of the key facts and
+    <= 2% of them state a fact the document does not: recall alone would call a summarizer
+    that copies facts and invents others learned."""
+    return bool(quality["fact_recall"] >= FAITHFUL_RECALL
+                and quality["hallucination"] <= FAITHFUL_HALLUCINATION)
 
 
 def served_tokenizer(tok, config, out: Path):
     """``tok`` as its users will load it from ``out`` (transformers' AutoTokenizer, which
-    vLLM uses too): for a Qwen2 config that is transformers' Qwen2 tokenizer class, whose
-    own pre-tokenizer splits text differently (digits one by one); training on ``tok`` as
-    built gave a Qwen2 summarizer with a training loss of 0.01 and a held-out recall of
-    0.30, since it was served other token ids."""
+    vLLM uses too). For some configs that is another class: a Qwen2 folder gets transformers'
+    Qwen2 tokenizer, whose pre-tokenizer splits the task's words and digits into pieces; a
+    Qwen2 summarizer trained on ``tok`` as built was served other ids (held-out recall 0.30),
+    and trained on the served ids still hallucinated (0.98), so the second family is
+    GPT-NeoX, which keeps the task's tokenizer."""
     config.save_pretrained(out)
     tok.save_pretrained(out)
     return transformers.AutoTokenizer.from_pretrained(str(out))
