@@ -210,7 +210,8 @@ def report_section(ctx: ReportContext) -> ReportSection | None:
                 f"several calibration seeds pools them. 95% CIs: {METHOD_TEXT} ({n_boot} resamples, "
                 f"seed {seed}); with one seed, documents alone. Ratios: pruned / dense mean risk "
                 "pooled over seeds (section Risk ratios per calibration seed); 'Ground truth ratio' "
-                "is the ratio of hallucination rates. A metric marked FLAGGED has a pooled AUC CI "
+                "is the ratio of hallucination rates (n/a where the dense rate is 0: the rates "
+                "themselves are the comparison). A metric marked FLAGGED has a pooled AUC CI "
                 "that includes 0.5 (section Metric validity (AUC)); 'scorer not learned' marks a "
                 "metric whose built-in scorer model did not beat chance on held-out data.")
     text += trend_sentences(table) + tracking_sentences(ctx)
