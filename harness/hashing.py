@@ -15,9 +15,11 @@ from pydantic import BaseModel
 
 KEY_LENGTH = 16
 _CHUNK = 1 << 20
-# Files in a checkpoint directory that are reports about it, not part of the model.
+# Files in a checkpoint directory that are reports about it, not part of the model
+# (training.json: a built-in trained model's accuracy and training time, which differs from
+# machine to machine while the weights are byte-identical).
 _NOT_MODEL_FILES = {"sparsity.json", "identity.json", "perplexity.json", "quality.json",
-                    "quality-samples.jsonl", "recovery.json", "README.md"}
+                    "quality-samples.jsonl", "recovery.json", "training.json", "README.md"}
 
 
 def canonical_json(obj) -> str:

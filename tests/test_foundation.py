@@ -180,6 +180,7 @@ def test_content_keys_and_checkpoint_hashes(tmp_path, llama_path):
     shutil.copytree(llama_path, copy)
     assert hash_checkpoint(copy) == hash_checkpoint(llama_path)
     (copy / "sparsity.json").write_text("{}")  # a report about the model is not the model
+    (copy / "training.json").write_text('{"seconds": 97.1}')  # nor how long it trained here
     assert hash_checkpoint(copy) == hash_checkpoint(llama_path)
     with open(copy / "model.safetensors", "r+b") as fh:
         fh.seek(-1, 2)
