@@ -159,3 +159,24 @@ def test_small_demo_annotators_read_the_truth(small_demo):
         assert expected["questions"][question]["expected_kappa"] == pytest.approx(expected_kappa(shares, 0.2))
     report = (store.report_dir / "report.md").read_text()
     assert "expected (simulated)" in report
+
+
+def test_demo_says_which_models_it_trains_and_whether_they_learned(trained, tmp_path, monkeypatch, capsys):
+    """The demo trains what its cache lacks and says so, one line per model with its held-out
+    accuracy; a scorer at chance is called FLAGGED. Here only the Conv head (2 s) is missing."""
+    import shutil
+
+    from harness import trained_models
+    from harness.runner.demo import demo_models
+
+    built = {name: trained(name) for name in ("summarizer-llama", "bart", "nli")}
+    monkeypatch.setenv("PRUNESCOPE_CACHE", str(tmp_path))
+    for name, path in built.items():
+        shutil.copytree(path, trained_models.cache_root() / name)
+    models = demo_models("llama", announce=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trained")]
+    report = trained_models.training_report(models["summac-conv"])
+    assert len(lines) == 1 and lines[0].startswith("trained summac-conv in ")
+    assert f"{report['accuracy']:.3f}" in lines[0]
+    assert lines[0].endswith("FLAGGED") == (not report["learned"])
+    assert models["nli"] == trained_models.cache_root() / "nli"

@@ -17,6 +17,7 @@ seeds; annotation answered by simulated annotators who read the ground truth wit
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from harness.config import StudyConfig, parse_study
@@ -39,15 +40,26 @@ THREADS = 1
 ANNOTATED = ("magnitude-0.8", "wanda-0.8", "sparsegpt-0.8", "wanda-2:4")  # seed 0, vs dense
 
 
-def demo_models(family: str = "llama") -> dict[str, Path]:
+def demo_models(family: str = "llama", announce: bool = False) -> dict[str, Path]:
     """The demo's trained models by role (summarizer, bart, nli, summac-conv), trained on
-    first use and cached (``harness.trained_models``)."""
-    from harness.trained_models import trained_model
+    first use and cached (``harness.trained_models``); ``announce``: a line on stderr per model
+    trained now, with its time and held-out accuracy."""
+    from harness.trained_models import TRAINING_FILE, cache_root, trained_model, training_report
 
     if family not in FAMILIES:
         raise ValueError(f"unknown demo family {family!r}; choose from {', '.join(FAMILIES)}")
-    return {"summarizer": trained_model(FAMILIES[family]), "bart": trained_model("bart"),
-            "nli": trained_model("nli"), "summac-conv": trained_model("summac-conv")}
+    models = {}
+    for role, name in {"summarizer": FAMILIES[family], "bart": "bart", "nli": "nli",
+                       "summac-conv": "summac-conv"}.items():
+        fresh = not (cache_root() / name / TRAINING_FILE).exists()
+        models[role] = trained_model(name)
+        if announce and fresh:
+            report = training_report(models[role])
+            print(f"trained {name} in {report['seconds']:.0f} s (once, cached): "
+                  f"{report['accuracy_name']} {report['accuracy']:.3f}"
+                  + ("" if report["learned"] else ", not above chance: FLAGGED"),
+                  file=sys.stderr, flush=True)
+    return models
 
 
 def demo_config(out: str | Path, models: dict[str, Path], documents: int = DOCUMENTS,
@@ -121,8 +133,8 @@ def run_demo(out: str | Path = "runs/demo", documents: int = DOCUMENTS, family: 
     torch.set_num_threads(threads or before)
     try:
         out = Path(out).resolve()
-        study = demo_study(out, documents, family, models, **grid)
         quiet_libraries()
+        study = demo_study(out, documents, family, models or demo_models(family, show_progress), **grid)
         result = run_study(study, out, show_progress=show_progress, report=False)
         if not result.failed:
             annotated = [s for s in ANNOTATED if any(p.key == s.replace(":", "of") for p in study.prune)]
