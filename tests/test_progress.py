@@ -48,6 +48,8 @@ def test_a_study_counts_blocks_requests_and_batches_one_line_per_stage(tmp_path,
     assert not result.failed, result.failed
     err = capsys.readouterr().err
     assert "\r" not in err and len(err.splitlines()) == 3, err  # nothing but a line per stage
+    logged = (tmp_path / "run" / "run.log").read_text()
+    assert all(line in logged for line in err.splitlines())  # run.log keeps them too
     checkpoints, prompts, documents, metrics = 3, 2, 3, len(raw["scoring"]["metrics"])
     cells = checkpoints * prompts
     assert stage_lines(err) == {

@@ -16,10 +16,13 @@ A stage's total counts all of its units in the plan; units already current are `
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+log = logging.getLogger("prunescope")
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Progress:
             yield stage
         finally:
             line = stage.summary(time.perf_counter() - stage.started)
+            log.info(line)  # run.log keeps the stage lines too
             if stage.bar is not None:
                 stage.bar.close()
                 stage.bar.write(line, file=self.stream)
