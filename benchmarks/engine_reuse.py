@@ -7,7 +7,7 @@ and with ``engines: model``. Prints each stage's wall-clock seconds and engine s
 manifest's engine log), the ratio (target >= 4x on a 2-core machine) and whether both
 produced the same token ids.
 
-    VLLM_CPU_KVCACHE_SPACE=1 .venv/bin/python benchmarks/engine_reuse.py [--study YAML] [--docs N]
+    .venv/bin/python benchmarks/engine_reuse.py [--study YAML] [--docs N]
 """
 
 from __future__ import annotations
