@@ -54,12 +54,14 @@ def demo_models(family: str = "llama", announce: bool = False) -> dict[str, Path
         fresh = not (cache_root() / name / TRAINING_FILE).exists()
         models[role] = trained_model(name)
         if announce and fresh:
-            report = training_report(models[role])
-            print(f"trained {name} in {report['seconds']:.0f} s (once, cached): "
-                  f"{report['accuracy_name']} {report['accuracy']:.3f}"
-                  + ("" if report["learned"] else ", not above chance: FLAGGED"),
-                  file=sys.stderr, flush=True)
+            print(training_line(name, training_report(models[role])), file=sys.stderr, flush=True)
     return models
+
+
+def training_line(name: str, report: dict) -> str:
+    """One line on a model just trained: its time and held-out accuracy, FLAGGED at chance."""
+    return (f"trained {name} in {report['seconds']:.0f} s (once, cached): {report['accuracy_name']} "
+            f"{report['accuracy']:.3f}" + ("" if report["learned"] else ", not above chance: FLAGGED"))
 
 
 def demo_config(out: str | Path, models: dict[str, Path], documents: int = DOCUMENTS,
