@@ -247,4 +247,5 @@ def test_cpu_kv_cache_holds_eight_full_sequences(tmp_path, llama_path):
     LlamaConfig(hidden_size=4096, num_attention_heads=32, num_hidden_layers=32).save_pretrained(tmp_path)
     assert cpu_kv_cache_gib(tmp_path, 4096, "bfloat16") == 16
     assert cpu_kv_cache_gib(tmp_path, 4097, "bfloat16") == 17
+    assert cpu_kv_cache_gib(tmp_path, None, "bfloat16") == 8  # its context: 2048 tokens
     assert cpu_kv_cache_gib(llama_path, 1024, "float32") == 1

@@ -84,7 +84,7 @@ def start_vllm(model_dir: str | Path, engine: EngineOptions, seed: int = 0, lora
         rank = next((r for r in VLLM_LORA_RANKS if r >= lora_rank), lora_rank)
         lora = {"enable_lora": True, "max_lora_rank": rank, "max_loras": 1}
     dtype = resolve_dtype(engine.dtype, model_dir)
-    with _cpu_kv_cache(model_dir, engine.max_model_len or model_context_length(model_dir), dtype):
+    with _cpu_kv_cache(model_dir, engine.max_model_len, dtype):
         return LLM(model=str(model_dir), tensor_parallel_size=engine.tensor_parallel_size,
                    gpu_memory_utilization=engine.gpu_memory_utilization,
                    max_model_len=engine.max_model_len, dtype=dtype,
@@ -94,9 +94,10 @@ def start_vllm(model_dir: str | Path, engine: EngineOptions, seed: int = 0, lora
 CPU_KV_SEQUENCES = 8  # full-length sequences a CPU engine's KV cache holds unless told otherwise
 
 
-def cpu_kv_cache_gib(model_dir: str | Path, max_model_len: int, dtype: str) -> int:
+def cpu_kv_cache_gib(model_dir: str | Path, max_model_len: int | None, dtype: str) -> int:
     """GiB of KV cache for a vLLM engine on a CPU: room for ``CPU_KV_SEQUENCES`` sequences of
-    ``max_model_len`` tokens (keys and values of every layer), at least 1. vLLM's own default
+    ``max_model_len`` tokens (None: the model's context length; keys and values of every
+    layer), at least 1. vLLM's own default
     takes most of the machine's memory (21 GiB on a 2-core CI machine), and zeroing it was 25 s
     of a tiny model's 28 s engine start; a smaller cache only queues requests."""
     import math
@@ -110,11 +111,12 @@ def cpu_kv_cache_gib(model_dir: str | Path, max_model_len: int, dtype: str) -> i
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     width = torch.tensor([], dtype=getattr(torch, dtype)).element_size()
     per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * width
-    return max(1, math.ceil(per_token * max_model_len * CPU_KV_SEQUENCES / 2**30))
+    tokens = max_model_len or model_context_length(model_dir)
+    return max(1, math.ceil(per_token * tokens * CPU_KV_SEQUENCES / 2**30))
 
 
 @contextmanager
-def _cpu_kv_cache(model_dir, max_model_len: int, dtype: str):
+def _cpu_kv_cache(model_dir, max_model_len: int | None, dtype: str):
     """On a CPU with ``VLLM_CPU_KVCACHE_SPACE`` unset, sets it to :func:`cpu_kv_cache_gib`
     while an engine starts; a value the user set is kept."""
     import torch
